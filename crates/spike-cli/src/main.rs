@@ -1,0 +1,50 @@
+//! `spike`: the command-line face of the Spike engine.
+//!
+//! Exit codes: 0 success, 1 when any file had an error (or, for `fmt --check`, would change),
+//! 2 for usage errors.
+
+mod example;
+mod files;
+mod fmt;
+mod transpile;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "spike",
+    version,
+    about = "Spike: a collaborative live code editor's engine, from the command line"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transpile TypeScript/TSX/JSX/JS files or folders to ES modules.
+    Transpile(transpile::Args),
+    /// Format files or folders in place, check them, or format stdin.
+    Fmt(fmt::Args),
+    /// Write the embedded example project to a folder, transpile it and check its formatting.
+    Example(example::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Transpile(args) => transpile::run(args),
+        Command::Fmt(args) => fmt::run(args),
+        Command::Example(args) => example::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Checks swc does not make on its own, run on the parsed (not yet transformed) module.
+//!
+//! Seen with the pinned swc: it accepts duplicate exports, and it leaves parameter decorators in
+//! the output under standard decorators, which is not valid JavaScript. Both become diagnostics
+//! here, with the same wording as esbuild and `tsc` where they have one.
+
+use std::collections::HashMap;
+
+use swc_core::{
+    common::{Span, Spanned},
+    ecma::{
+        ast::{
+            AutoAccessor, Decl, Decorator, DefaultDecl, ExportSpecifier, JSXElement, JSXFragment,
+            Module, ModuleDecl, ModuleExportName, ModuleItem, Param, TsParamProp, UsingDecl,
+        },
+        utils::find_pat_ids,
+        visit::{Visit, VisitWith},
+    },
+};
+
+/// A problem found by a check: where (a span of the parsed module) and what.
+pub(crate) struct Finding {
+    pub span: Span,
+    pub message: String,
+}
+
+/// Reports every export name that is declared more than once (ES2015 §16.2.1.1 early error).
+///
+/// TypeScript declarations that merge (namespaces, enums, overload signatures) and type-only
+/// exports are not values and are not counted.
+pub(crate) fn duplicate_exports(module: &Module) -> Vec<Finding> {
+    let mut seen: HashMap<String, Span> = HashMap::new();
+    let mut findings = Vec::new();
+    let mut add = |name: String, span: Span| {
+        if seen.contains_key(&name) {
+            findings.push(Finding {
+                span,
+                message: format!("Multiple exports with the same name \"{name}\""),
+            });
+        } else {
+            seen.insert(name, span);
+        }
+    };
+    for item in &module.body {
+        let ModuleItem::ModuleDecl(decl) = item else {
+            continue;
+        };
+        match decl {
+            ModuleDecl::ExportDecl(e) => match &e.decl {
+                Decl::Var(v) if !v.declare => {
+                    for d in &v.decls {
+                        for id in find_pat_ids::<_, swc_core::ecma::ast::Ident>(&d.name) {
+                            add(id.sym.to_string(), id.span);
+                        }
+                    }
+                }
+                Decl::Fn(f) if !f.declare && f.function.body.is_some() => {
+                    add(f.ident.sym.to_string(), f.ident.span)
+                }
+                Decl::Class(c) if !c.declare => add(c.ident.sym.to_string(), c.ident.span),
+                _ => {}
+            },
+            ModuleDecl::ExportNamed(e) if !e.type_only => {
+                for s in &e.specifiers {
+                    match s {
+                        ExportSpecifier::Named(n) if !n.is_type_only => {
+                            let name = n.exported.as_ref().unwrap_or(&n.orig);
+                            add(export_name(name), name.span());
+                        }
+                        ExportSpecifier::Namespace(n) => add(export_name(&n.name), n.name.span()),
+                        ExportSpecifier::Default(d) => add("default".into(), d.exported.span),
+                        _ => {}
+                    }
+                }
+            }
+            ModuleDecl::ExportDefaultDecl(d) => match &d.decl {
+                DefaultDecl::Fn(f) if f.function.body.is_none() => {}
+                DefaultDecl::TsInterfaceDecl(_) => {}
+                _ => add("default".into(), d.span),
+            },
+            ModuleDecl::ExportDefaultExpr(d) => add("default".into(), d.span),
+            _ => {}
+        }
+    }
+    findings
+}
+
+fn export_name(name: &ModuleExportName) -> String {
+    match name {
+        ModuleExportName::Ident(i) => i.sym.to_string(),
+        ModuleExportName::Str(s) => s.value.to_atom_lossy().to_string(),
+        #[allow(unreachable_patterns)]
+        _ => String::new(),
+    }
+}
+
+/// Reports parameter decorators, which only TypeScript's `experimentalDecorators` defines.
+pub(crate) fn parameter_decorators(module: &Module) -> Vec<Finding> {
+    struct V(Vec<Finding>);
+    impl V {
+        fn report(&mut self, decorators: &[Decorator]) {
+            if let Some(d) = decorators.first() {
+                self.0.push(Finding {
+                    span: d.span,
+                    message: "Parameter decorators are only supported with legacy \
+                              (experimentalDecorators) decorators; standard decorators cannot \
+                              decorate parameters"
+                        .into(),
+                });
+            }
+        }
+    }
+    impl Visit for V {
+        fn visit_param(&mut self, p: &Param) {
+            self.report(&p.decorators);
+            p.visit_children_with(self);
+        }
+        fn visit_ts_param_prop(&mut self, p: &TsParamProp) {
+            self.report(&p.decorators);
+            p.visit_children_with(self);
+        }
+    }
+    let mut v = V(Vec::new());
+    module.visit_with(&mut v);
+    v.0
+}
+
+/// Which syntax in a module needs a transform, even in plain JavaScript at the newest target.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Features {
+    pub jsx: bool,
+    pub decorators: bool,
+    pub auto_accessors: bool,
+    pub using: bool,
+}
+
+impl Features {
+    pub fn of(module: &Module) -> Features {
+        let mut f = Features::default();
+        module.visit_with(&mut f);
+        f
+    }
+
+    pub fn any(self) -> bool {
+        self.jsx || self.decorators || self.auto_accessors || self.using
+    }
+}
+
+impl Visit for Features {
+    fn visit_jsx_element(&mut self, e: &JSXElement) {
+        self.jsx = true;
+        e.visit_children_with(self);
+    }
+    fn visit_jsx_fragment(&mut self, e: &JSXFragment) {
+        self.jsx = true;
+        e.visit_children_with(self);
+    }
+    fn visit_decorator(&mut self, d: &Decorator) {
+        self.decorators = true;
+        d.visit_children_with(self);
+    }
+    fn visit_auto_accessor(&mut self, a: &AutoAccessor) {
+        self.auto_accessors = true;
+        a.visit_children_with(self);
+    }
+    fn visit_using_decl(&mut self, u: &UsingDecl) {
+        self.using = true;
+        u.visit_children_with(self);
+    }
+}

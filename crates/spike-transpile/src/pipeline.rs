@@ -1,0 +1,489 @@
+//! parse → check → transform → emit, on a thread with a large stack.
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use swc_core::{
+    common::{
+        comments::SingleThreadedComments,
+        errors::{DiagnosticBuilder, Emitter, Handler, Level, HANDLER},
+        sync::Lrc,
+        BytePos, FileName, Globals, Mark, SourceFile, SourceMap, Span, GLOBALS,
+    },
+    ecma::{
+        ast::{EsVersion, Module, Program},
+        codegen::{text_writer::JsWriter, Emitter as CodeEmitter},
+        parser::{EsSyntax, Parser, StringInput, Syntax, TsSyntax},
+        transforms::{
+            base::{
+                fixer::fixer,
+                helpers::{inject_helpers, Helpers, HELPERS},
+                hygiene::hygiene,
+                resolver,
+            },
+            compat,
+            proposal::{
+                decorator_2022_03::decorator_2022_03, decorators,
+                explicit_resource_management::explicit_resource_management,
+            },
+            react,
+            typescript::{self, TsImportExportAssignConfig},
+        },
+    },
+};
+
+use crate::{
+    checks::{self, Features, Finding},
+    imports, Decorators, Diagnostic, JsxRuntime, Severity, SourceKind, SourceMapMode, Target,
+    TranspileError, TranspileOptions, Transpiled,
+};
+
+/// Stack size of the thread that runs swc. swc's parser, visitors and `Drop` recurse once per
+/// nesting level; 10,000 levels of JSX need about 200 MiB in a debug build. Linux reserves the
+/// stack lazily, so an unused stack costs address space, not memory.
+const STACK_BYTES: usize = 1024 * 1024 * 1024;
+
+pub(crate) fn run(source: &str, options: &TranspileOptions) -> Result<Transpiled, TranspileError> {
+    let file = options.file_name.as_str();
+    let kind = SourceKind::from_path(file).ok_or_else(|| TranspileError::UnsupportedExtension {
+        file: file.to_owned(),
+    })?;
+    if source.len() > options.max_source_bytes {
+        return Err(TranspileError::TooLarge {
+            file: file.to_owned(),
+            size: source.len(),
+            limit: options.max_source_bytes,
+        });
+    }
+    // swc drops a byte order mark itself; dropping it here keeps our byte offsets equal to swc's.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    with_large_stack(|| transpile_on_this_thread(source, kind, options)).unwrap_or_else(|message| {
+        Err(TranspileError::Internal {
+            file: file.to_owned(),
+            message,
+        })
+    })
+}
+
+/// Runs `f` on a thread whose stack is large enough for swc (and dprint, which uses the same
+/// parser) on deeply nested input, and waits for it.
+///
+/// # Errors
+/// A message if the thread could not be started or `f` panicked.
+pub fn with_large_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("spike-swc".into())
+            .stack_size(STACK_BYTES)
+            .spawn_scoped(scope, f)
+            .map_err(|e| format!("could not start a worker thread: {e}"))?
+            .join()
+            .map_err(|panic| panic_message(&panic))
+    })
+}
+
+/// Parses `source` and returns its syntax errors (empty when it parses cleanly).
+pub(crate) fn syntax_errors(source: &str, file: &str) -> Result<Vec<Diagnostic>, TranspileError> {
+    let kind = SourceKind::from_path(file).ok_or_else(|| TranspileError::UnsupportedExtension {
+        file: file.to_owned(),
+    })?;
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    with_large_stack(|| {
+        let cm: Lrc<SourceMap> = Lrc::default();
+        let fm = cm.new_source_file(
+            Lrc::new(FileName::Custom(file.to_owned())),
+            source.to_owned(),
+        );
+        let cx = Context { source, file, fm };
+        let comments = SingleThreadedComments::default();
+        GLOBALS.set(&Globals::new(), || match parse(&cx, kind, &comments) {
+            Ok(_) => Vec::new(),
+            Err(TranspileError::Diagnostics(d)) => d,
+            Err(other) => other.diagnostics(),
+        })
+    })
+    .map_err(|message| TranspileError::Internal {
+        file: file.to_owned(),
+        message,
+    })
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    format!("the transpiler failed on this input ({text}); please report it with the file")
+}
+
+/// Collects what swc's transforms report through [`HANDLER`].
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<(Level, String, Option<Span>)>>>);
+
+impl Emitter for Collected {
+    fn emit(&mut self, db: &mut DiagnosticBuilder<'_>) {
+        let entry = (db.level, db.message(), db.span.primary_span());
+        if let Ok(mut v) = self.0.lock() {
+            v.push(entry);
+        }
+    }
+}
+
+struct Context<'a> {
+    source: &'a str,
+    file: &'a str,
+    fm: Lrc<SourceFile>,
+}
+
+impl Context<'_> {
+    fn diagnostic(&self, severity: Severity, pos: BytePos, message: String) -> Diagnostic {
+        let offset = pos.0.saturating_sub(self.fm.start_pos.0) as usize;
+        let mut d = Diagnostic::error_at(self.file, self.source, offset, message);
+        d.severity = severity;
+        d
+    }
+
+    fn findings(&self, findings: Vec<Finding>) -> Vec<Diagnostic> {
+        findings
+            .into_iter()
+            .map(|f| self.diagnostic(Severity::Error, f.span.lo, f.message))
+            .collect()
+    }
+}
+
+fn transpile_on_this_thread(
+    source: &str,
+    kind: SourceKind,
+    options: &TranspileOptions,
+) -> Result<Transpiled, TranspileError> {
+    let cm: Lrc<SourceMap> = Lrc::default();
+    let fm = cm.new_source_file(
+        Lrc::new(FileName::Custom(options.file_name.clone())),
+        source.to_owned(),
+    );
+    let cx = Context {
+        source,
+        file: &options.file_name,
+        fm: fm.clone(),
+    };
+    let comments = SingleThreadedComments::default();
+    let collected = Collected::default();
+    let handler = Handler::with_emitter(true, false, Box::new(collected.clone()));
+
+    GLOBALS.set(&Globals::new(), || {
+        HANDLER.set(&handler, || {
+            let module = parse(&cx, kind, &comments)?;
+
+            let mut errors = checks::duplicate_exports(&module);
+            if options.decorators == Decorators::Standard {
+                errors.extend(checks::parameter_decorators(&module));
+            }
+            if !errors.is_empty() {
+                return Err(TranspileError::Diagnostics(cx.findings(errors)));
+            }
+
+            let features = Features::of(&module);
+            let mut program = Program::Module(module);
+            let needs_transform =
+                kind.is_typescript() || features.any() || options.target < Target::Es2022;
+            if needs_transform {
+                transform(&mut program, &cm, &comments, kind, features, options);
+            }
+
+            let reported =
+                std::mem::take(
+                    &mut *collected.0.lock().map_err(|_| TranspileError::Internal {
+                        file: options.file_name.clone(),
+                        message: "diagnostics lock poisoned".into(),
+                    })?,
+                );
+            let mut warnings = Vec::new();
+            let mut errors = Vec::new();
+            for (level, message, span) in reported {
+                let pos = span.map_or(BytePos(fm.start_pos.0), |s| s.lo);
+                match level {
+                    Level::Warning | Level::Note | Level::Help => {
+                        warnings.push(cx.diagnostic(Severity::Warning, pos, message))
+                    }
+                    Level::Cancelled => {}
+                    _ => errors.push(cx.diagnostic(Severity::Error, pos, message)),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(TranspileError::Diagnostics(errors));
+            }
+
+            let Program::Module(module) = program else {
+                unreachable!("the pipeline only builds modules")
+            };
+            let imports = imports::collect(&module);
+            let (code, source_map) = emit(&module, &cm, &comments, options)?;
+            Ok(Transpiled {
+                code,
+                source_map,
+                imports,
+                diagnostics: warnings,
+            })
+        })
+    })
+}
+
+fn parse(
+    cx: &Context<'_>,
+    kind: SourceKind,
+    comments: &SingleThreadedComments,
+) -> Result<Module, TranspileError> {
+    let syntax = match kind {
+        SourceKind::TypeScript | SourceKind::Tsx => Syntax::Typescript(TsSyntax {
+            tsx: kind == SourceKind::Tsx,
+            decorators: true,
+            ..Default::default()
+        }),
+        SourceKind::JavaScript => Syntax::Es(EsSyntax {
+            jsx: true,
+            decorators: true,
+            decorators_before_export: true,
+            import_attributes: true,
+            auto_accessors: true,
+            explicit_resource_management: true,
+            ..Default::default()
+        }),
+    };
+    let mut parser = Parser::new(syntax, StringInput::from(&*cx.fm), Some(comments));
+    let result = parser.parse_module();
+    let mut errors: Vec<Diagnostic> = parser
+        .take_errors()
+        .into_iter()
+        .map(|e| parse_diagnostic(cx, e))
+        .collect();
+    match result {
+        Ok(module) if errors.is_empty() => Ok(module),
+        Ok(_) => Err(TranspileError::Diagnostics(errors)),
+        Err(fatal) => {
+            errors.push(parse_diagnostic(cx, fatal));
+            errors.sort_by_key(|d| (d.line, d.column));
+            errors.dedup();
+            Err(TranspileError::Diagnostics(errors))
+        }
+    }
+}
+
+fn parse_diagnostic(cx: &Context<'_>, e: swc_core::ecma::parser::error::Error) -> Diagnostic {
+    use swc_core::common::Spanned;
+    let span = e.span();
+    cx.diagnostic(Severity::Error, span.lo, e.into_kind().msg().into_owned())
+}
+
+fn transform(
+    program: &mut Program,
+    cm: &Lrc<SourceMap>,
+    comments: &SingleThreadedComments,
+    kind: SourceKind,
+    features: Features,
+    options: &TranspileOptions,
+) {
+    let unresolved_mark = Mark::new();
+    let top_level_mark = Mark::new();
+    HELPERS.set(&Helpers::new(false), || {
+        program.mutate(resolver(
+            unresolved_mark,
+            top_level_mark,
+            kind.is_typescript(),
+        ));
+
+        if let Decorators::Legacy { emit_metadata } = options.decorators {
+            if features.decorators {
+                program.mutate(decorators::decorators(decorators::Config {
+                    legacy: true,
+                    emit_metadata,
+                    use_define_for_class_fields: true,
+                }));
+            }
+        }
+
+        let (pragma, pragma_frag) = match &options.jsx {
+            JsxRuntime::Classic {
+                factory,
+                fragment_factory,
+            } => (Some(factory.clone()), Some(fragment_factory.clone())),
+            JsxRuntime::Automatic { .. } => (None, None),
+        };
+        let ts_config = typescript::Config {
+            // `import x = require()` has no meaning in an ES module: report it (TS1202).
+            import_export_assign_config: TsImportExportAssignConfig::EsNext,
+            // TypeScript's `useDefineForClassFields`, true for ES2022 and newer targets.
+            native_class_properties: true,
+            ..Default::default()
+        };
+        match kind {
+            SourceKind::Tsx => program.mutate(typescript::tsx(
+                cm.clone(),
+                ts_config,
+                typescript::TsxConfig {
+                    pragma: pragma.clone().map(Into::into),
+                    pragma_frag: pragma_frag.clone().map(Into::into),
+                },
+                comments,
+                unresolved_mark,
+                top_level_mark,
+            )),
+            SourceKind::TypeScript => program.mutate(typescript::typescript(
+                ts_config,
+                unresolved_mark,
+                top_level_mark,
+            )),
+            SourceKind::JavaScript => {}
+        }
+
+        if options.decorators == Decorators::Standard
+            && (features.decorators || features.auto_accessors)
+        {
+            program.mutate(decorator_2022_03());
+        }
+        if features.using {
+            program.mutate(explicit_resource_management());
+        }
+        if features.jsx {
+            let react_options = match &options.jsx {
+                JsxRuntime::Automatic { import_source } => react::Options {
+                    runtime: Some(react::Runtime::Automatic),
+                    import_source: Some(import_source.as_str().into()),
+                    ..Default::default()
+                },
+                JsxRuntime::Classic { .. } => react::Options {
+                    runtime: Some(react::Runtime::Classic),
+                    pragma: pragma.map(Into::into),
+                    pragma_frag: pragma_frag.map(Into::into),
+                    ..Default::default()
+                },
+            };
+            program.mutate(react::react(
+                cm.clone(),
+                Some(comments),
+                react::Options {
+                    development: Some(false),
+                    ..react_options
+                },
+                top_level_mark,
+                unresolved_mark,
+            ));
+        }
+
+        lower_to(program, options.target, unresolved_mark);
+
+        program.mutate(inject_helpers(unresolved_mark));
+        program.mutate(hygiene());
+        program.mutate(fixer(Some(comments)));
+    });
+}
+
+/// Applies the compat passes for every ECMAScript edition newer than `target`, newest first.
+fn lower_to(program: &mut Program, target: Target, unresolved_mark: Mark) {
+    if target < Target::Es2022 {
+        program.mutate(compat::es2022::es2022(Default::default(), unresolved_mark));
+    }
+    if target < Target::Es2021 {
+        program.mutate(compat::es2021::es2021());
+    }
+    if target < Target::Es2020 {
+        program.mutate(compat::es2020::es2020(Default::default(), unresolved_mark));
+    }
+    if target < Target::Es2019 {
+        program.mutate(compat::es2019::es2019());
+    }
+    if target < Target::Es2018 {
+        program.mutate(compat::es2018::es2018(Default::default()));
+    }
+}
+
+fn es_version(target: Target) -> EsVersion {
+    match target {
+        Target::Es2017 => EsVersion::Es2017,
+        Target::Es2018 => EsVersion::Es2018,
+        Target::Es2019 => EsVersion::Es2019,
+        Target::Es2020 => EsVersion::Es2020,
+        Target::Es2021 => EsVersion::Es2021,
+        Target::Es2022 => EsVersion::Es2022,
+        Target::EsNext => EsVersion::EsNext,
+    }
+}
+
+struct SourceMapConfig;
+
+impl swc_core::common::source_map::SourceMapGenConfig for SourceMapConfig {
+    fn file_name_to_source(&self, f: &FileName) -> String {
+        f.to_string()
+    }
+
+    // The editor's files exist only in memory: without their text the map is useless.
+    fn inline_sources_content(&self, _: &FileName) -> bool {
+        true
+    }
+}
+
+fn emit(
+    module: &Module,
+    cm: &Lrc<SourceMap>,
+    comments: &SingleThreadedComments,
+    options: &TranspileOptions,
+) -> Result<(String, Option<String>), TranspileError> {
+    let internal = |message: String| TranspileError::Internal {
+        file: options.file_name.clone(),
+        message,
+    };
+    let want_map = options.source_map != SourceMapMode::None;
+    let mut buf = Vec::with_capacity(cm.files().first().map_or(0, |f| f.src.len()));
+    let mut mappings = Vec::new();
+    {
+        let mut emitter = CodeEmitter {
+            cfg: swc_core::ecma::codegen::Config::default()
+                .with_target(es_version(options.target))
+                .with_minify(options.minify_whitespace),
+            cm: cm.clone(),
+            comments: if options.minify_whitespace {
+                None
+            } else {
+                Some(comments)
+            },
+            wr: JsWriter::new(
+                cm.clone(),
+                "\n",
+                &mut buf,
+                want_map.then_some(&mut mappings),
+            ),
+        };
+        emitter
+            .emit_module(module)
+            .map_err(|e| internal(format!("code generation failed: {e}")))?;
+    }
+    let mut code = String::from_utf8(buf)
+        .map_err(|e| internal(format!("code generation produced invalid UTF-8: {e}")))?;
+    if !want_map {
+        return Ok((code, None));
+    }
+    let mut map = cm.build_source_map(&mappings, None, SourceMapConfig);
+    let out_name = crate::output_file_name(&options.file_name);
+    map.set_file(Some(out_name.clone()));
+    let mut json = Vec::new();
+    map.to_writer(&mut json)
+        .map_err(|e| internal(format!("could not write the source map: {e}")))?;
+    let json =
+        String::from_utf8(json).map_err(|e| internal(format!("source map is not UTF-8: {e}")))?;
+    if !code.ends_with('\n') {
+        code.push('\n');
+    }
+    match options.source_map {
+        SourceMapMode::Inline => {
+            code.push_str("//# sourceMappingURL=data:application/json;base64,");
+            code.push_str(&base64::engine::general_purpose::STANDARD.encode(&json));
+            code.push('\n');
+            Ok((code, None))
+        }
+        _ => {
+            let base = out_name.rsplit('/').next().unwrap_or(&out_name);
+            code.push_str(&format!("//# sourceMappingURL={base}.map\n"));
+            Ok((code, Some(json)))
+        }
+    }
+}
