@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The defaults are Prettier's (<https://prettier.io/docs/options>): 80 columns, 2 spaces, double
-//! quotes unless that needs more escapes, semicolons, trailing commas in multi-line lists,
+//! quotes unless that needs more escapes, semicolons, property quotes and braces as written, trailing commas in multi-line lists,
 //! parentheses around every arrow parameter list, operators at the end of a broken line, and
 //! imports kept in their order (sorting them could change the order of side effects). A project
 //! overrides any of them, by dprint's property names (<https://dprint.dev/plugins/typescript/config/>),
@@ -103,7 +103,9 @@ fn prettier_defaults() -> ConfigKeyMap {
     m.insert("newLineKind".into(), s("lf"));
     m.insert("quoteStyle".into(), s("preferDouble"));
     m.insert("jsx.quoteStyle".into(), s("preferDouble"));
-    m.insert("quoteProps".into(), s("asNeeded"));
+    // Prettier unquotes properties "as needed"; that changes the AST (a string key becomes an
+    // identifier), so Spike keeps them as written and formatting never changes the program.
+    m.insert("quoteProps".into(), s("preserve"));
     // "prefer": semicolons everywhere but after the last member of a one-line type literal.
     m.insert("semiColons".into(), s("prefer"));
     m.insert("trailingCommas".into(), s("onlyMultiLine"));
@@ -115,6 +117,8 @@ fn prettier_defaults() -> ConfigKeyMap {
     m.insert("conditionalType.operatorPosition".into(), s("nextLine"));
     m.insert("arrowFunction.useParentheses".into(), s("force"));
     m.insert("bracePosition".into(), s("sameLine"));
+    // Prettier never adds or removes braces; dprint's default adds them around multi-line bodies.
+    m.insert("useBraces".into(), s("maintain"));
     m.insert("nextControlFlowPosition".into(), s("sameLine"));
     m.insert("module.sortImportDeclarations".into(), s("maintain"));
     m.insert("module.sortExportDeclarations".into(), s("maintain"));

@@ -4,14 +4,15 @@
 //! the output under standard decorators, which is not valid JavaScript. Both become diagnostics
 //! here, with the same wording as esbuild and `tsc` where they have one.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use swc_core::{
     common::{Span, Spanned},
     ecma::{
         ast::{
             AutoAccessor, Decl, Decorator, DefaultDecl, ExportSpecifier, JSXElement, JSXFragment,
-            Module, ModuleDecl, ModuleExportName, ModuleItem, Param, TsParamProp, UsingDecl,
+            Module, ModuleDecl, ModuleExportName, ModuleItem, Param, TsModuleRef, TsParamProp,
+            UsingDecl,
         },
         utils::find_pat_ids,
         visit::{Visit, VisitWith},
@@ -29,16 +30,14 @@ pub(crate) struct Finding {
 /// TypeScript declarations that merge (namespaces, enums, overload signatures) and type-only
 /// exports are not values and are not counted.
 pub(crate) fn duplicate_exports(module: &Module) -> Vec<Finding> {
-    let mut seen: HashMap<String, Span> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut findings = Vec::new();
     let mut add = |name: String, span: Span| {
-        if seen.contains_key(&name) {
+        if !seen.insert(name.clone()) {
             findings.push(Finding {
                 span,
                 message: format!("Multiple exports with the same name \"{name}\""),
             });
-        } else {
-            seen.insert(name, span);
         }
     };
     for item in &module.body {
@@ -92,6 +91,36 @@ fn export_name(name: &ModuleExportName) -> String {
         #[allow(unreachable_patterns)]
         _ => String::new(),
     }
+}
+
+/// Reports `import x = require("m")` and `export = x`, which have no meaning in an ES module
+/// (TypeScript's TS1202 and TS1203), whether or not the import is used.
+pub(crate) fn import_export_assignments(module: &Module) -> Vec<Finding> {
+    module
+        .body
+        .iter()
+        .filter_map(|item| match item {
+            ModuleItem::ModuleDecl(ModuleDecl::TsImportEquals(i))
+                if !i.is_type_only
+                    && matches!(i.module_ref, TsModuleRef::TsExternalModuleRef(_)) =>
+            {
+                Some(Finding {
+                    span: i.span,
+                    message: "Import assignment cannot be used when targeting ECMAScript \
+                              modules; use `import * as ns from \"mod\"`, `import { a } from \
+                              \"mod\"` or `import d from \"mod\"` instead"
+                        .into(),
+                })
+            }
+            ModuleItem::ModuleDecl(ModuleDecl::TsExportAssignment(e)) => Some(Finding {
+                span: e.span,
+                message: "Export assignment cannot be used when targeting ECMAScript modules; \
+                          use `export default` instead"
+                    .into(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Reports parameter decorators, which only TypeScript's `experimentalDecorators` defines.

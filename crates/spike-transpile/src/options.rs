@@ -29,6 +29,17 @@ impl SourceKind {
         }
     }
 
+    /// True for a TypeScript declaration file (`.d.ts`, `.d.mts`, `.d.cts`, or `.d.<ext>.ts`):
+    /// it is checked for syntax but has no run-time code.
+    pub fn is_declaration_file(path: &str) -> bool {
+        let lower = path.to_ascii_lowercase();
+        let name = lower.rsplit('/').next().unwrap_or(&lower);
+        name.ends_with(".d.ts")
+            || name.ends_with(".d.mts")
+            || name.ends_with(".d.cts")
+            || (name.ends_with(".ts") && name.contains(".d."))
+    }
+
     /// True for TypeScript and TSX.
     pub fn is_typescript(self) -> bool {
         matches!(self, SourceKind::TypeScript | SourceKind::Tsx)

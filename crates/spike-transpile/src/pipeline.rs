@@ -96,11 +96,18 @@ pub(crate) fn syntax_errors(source: &str, file: &str) -> Result<Vec<Diagnostic>,
         );
         let cx = Context { source, file, fm };
         let comments = SingleThreadedComments::default();
-        GLOBALS.set(&Globals::new(), || match parse(&cx, kind, &comments) {
-            Ok(_) => Vec::new(),
+        let parsed = GLOBALS.set(&Globals::new(), || {
+            if SourceKind::is_declaration_file(file) {
+                parse_declarations(&cx, &comments)
+            } else {
+                parse(&cx, kind, &comments).map(drop)
+            }
+        });
+        match parsed {
+            Ok(()) => Vec::new(),
             Err(TranspileError::Diagnostics(d)) => d,
             Err(other) => other.diagnostics(),
-        })
+        }
     })
     .map_err(|message| TranspileError::Internal {
         file: file.to_owned(),
@@ -119,7 +126,10 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Collects what swc's transforms report through [`HANDLER`].
 #[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<(Level, String, Option<Span>)>>>);
+struct Collected(Arc<Mutex<Vec<Reported>>>);
+
+/// One diagnostic from swc: its level, message and primary span.
+type Reported = (Level, String, Option<Span>);
 
 impl Emitter for Collected {
     fn emit(&mut self, db: &mut DiagnosticBuilder<'_>) {
@@ -173,9 +183,21 @@ fn transpile_on_this_thread(
 
     GLOBALS.set(&Globals::new(), || {
         HANDLER.set(&handler, || {
+            if SourceKind::is_declaration_file(&options.file_name) {
+                // Declaration files are scripts or modules of types only: check the syntax, emit
+                // nothing. `import x = require()` and `export =` are valid there.
+                parse_declarations(&cx, &comments)?;
+                return Ok(Transpiled {
+                    code: String::new(),
+                    source_map: None,
+                    imports: Vec::new(),
+                    diagnostics: Vec::new(),
+                });
+            }
             let module = parse(&cx, kind, &comments)?;
 
-            let mut errors = checks::duplicate_exports(&module);
+            let mut errors = checks::import_export_assignments(&module);
+            errors.extend(checks::duplicate_exports(&module));
             if options.decorators == Decorators::Standard {
                 errors.extend(checks::parameter_decorators(&module));
             }
@@ -189,6 +211,9 @@ fn transpile_on_this_thread(
                 kind.is_typescript() || features.any() || options.target < Target::Es2022;
             if needs_transform {
                 transform(&mut program, &cm, &comments, kind, features, options);
+            } else if options.minify_whitespace {
+                // Comparisons of programs must not depend on redundant parentheses.
+                program.mutate(fixer(None));
             }
 
             let reported =
@@ -252,13 +277,33 @@ fn parse(
     };
     let mut parser = Parser::new(syntax, StringInput::from(&*cx.fm), Some(comments));
     let result = parser.parse_module();
-    let mut errors: Vec<Diagnostic> = parser
-        .take_errors()
+    finish_parse(cx, result, parser.take_errors())
+}
+
+fn parse_declarations(
+    cx: &Context<'_>,
+    comments: &SingleThreadedComments,
+) -> Result<(), TranspileError> {
+    let syntax = Syntax::Typescript(TsSyntax {
+        dts: true,
+        ..Default::default()
+    });
+    let mut parser = Parser::new(syntax, StringInput::from(&*cx.fm), Some(comments));
+    let result = parser.parse_program();
+    finish_parse(cx, result, parser.take_errors()).map(drop)
+}
+
+fn finish_parse<T>(
+    cx: &Context<'_>,
+    result: Result<T, swc_core::ecma::parser::error::Error>,
+    recovered: Vec<swc_core::ecma::parser::error::Error>,
+) -> Result<T, TranspileError> {
+    let mut errors: Vec<Diagnostic> = recovered
         .into_iter()
         .map(|e| parse_diagnostic(cx, e))
         .collect();
     match result {
-        Ok(module) if errors.is_empty() => Ok(module),
+        Ok(parsed) if errors.is_empty() => Ok(parsed),
         Ok(_) => Err(TranspileError::Diagnostics(errors)),
         Err(fatal) => {
             errors.push(parse_diagnostic(cx, fatal));
