@@ -29,6 +29,10 @@ pub use spike_transpile::{Diagnostic, Severity};
 /// How many passes [`format`] makes at most while looking for a fixed point.
 const MAX_PASSES: usize = 4;
 
+/// The deepest nesting [`format`] accepts. dprint keeps indentation levels in a `u8` and panics
+/// past 255; a nesting level can cost more than one indentation level, hence the margin.
+pub const MAX_NESTING: usize = 100;
+
 /// A resolved formatter configuration. Cheap to clone; build once per project.
 #[derive(Clone)]
 pub struct FormatConfig {
@@ -60,6 +64,30 @@ pub enum FormatError {
     UnsupportedExtension {
         /// The file name given.
         file: String,
+    },
+    /// The source nests deeper than [`MAX_NESTING`] levels.
+    #[error("{file}:{line}:{column}: error: nesting is {depth} levels deep; the formatter handles at most {limit}")]
+    TooDeep {
+        /// The file name given.
+        file: String,
+        /// 1-based line where the deepest nesting starts.
+        line: usize,
+        /// 1-based column where the deepest nesting starts.
+        column: usize,
+        /// The nesting depth found.
+        depth: usize,
+        /// [`MAX_NESTING`].
+        limit: usize,
+    },
+    /// The source is larger than [`spike_transpile::DEFAULT_MAX_SOURCE_BYTES`].
+    #[error("{file}: {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The file name given.
+        file: String,
+        /// Size of the source, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: usize,
     },
     /// A configuration file has an unknown property or a bad value.
     #[error("{file}: format.{property}: {message}")]
@@ -243,7 +271,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(json: &str, file: &str) -> Result<
 ///
 /// # Errors
 /// [`FormatError::Syntax`] with every syntax error (file, line, column, source line),
-/// [`FormatError::UnsupportedExtension`], or [`FormatError::Internal`].
+/// [`FormatError::UnsupportedExtension`], [`FormatError::TooLarge`] (the transpiler's limit, 16 MiB),
+/// or [`FormatError::Internal`].
 pub fn format(
     path: &str,
     source: &str,
@@ -254,10 +283,35 @@ pub fn format(
             file: path.to_owned(),
         });
     }
+    if source.len() > spike_transpile::DEFAULT_MAX_SOURCE_BYTES {
+        return Err(FormatError::TooLarge {
+            file: path.to_owned(),
+            size: source.len(),
+            limit: spike_transpile::DEFAULT_MAX_SOURCE_BYTES,
+        });
+    }
     let internal = |message: String| FormatError::Internal {
         file: path.to_owned(),
         message,
     };
+    // Parse with the transpiler's parser first: the same diagnostics as transpile, and dprint
+    // never sees a file it would misread (seen: binary garbage that dprint turned into "").
+    let check = spike_transpile::check_syntax(source, path).map_err(|e| internal(e.to_string()))?;
+    if !check.errors.is_empty() {
+        return Err(FormatError::Syntax(check.errors));
+    }
+    if check.nesting_depth > MAX_NESTING {
+        let at = check
+            .deepest
+            .unwrap_or_else(|| Diagnostic::error_at(path, source, 0, ""));
+        return Err(FormatError::TooDeep {
+            file: path.to_owned(),
+            line: at.line,
+            column: at.column,
+            depth: check.nesting_depth,
+            limit: MAX_NESTING,
+        });
+    }
     spike_transpile::with_large_stack(|| {
         let mut current: Option<String> = None;
         for _ in 0..MAX_PASSES {
@@ -265,22 +319,13 @@ pub fn format(
             match format_once(path, text, config) {
                 Ok(None) => return Ok(current),
                 Ok(Some(next)) => current = Some(next),
-                Err(message) => {
-                    // Report the parser's own diagnostics when the input does not parse.
-                    let errors = spike_transpile::syntax_errors(text, path)
-                        .map_err(|e| internal(e.to_string()))?;
-                    return Err(if errors.is_empty() {
-                        internal(message)
-                    } else {
-                        FormatError::Syntax(errors)
-                    });
-                }
+                Err(message) => return Err(internal(message)),
             }
         }
         // Still changing after MAX_PASSES: return the last pass, which is as stable as dprint gets.
         Ok(current)
     })
-    .map_err(internal)?
+    .map_err(|m| internal(format!("the formatter failed on this input ({m})")))?
 }
 
 fn format_once(path: &str, text: &str, config: &FormatConfig) -> Result<Option<String>, String> {
@@ -335,12 +380,13 @@ mod tests {
     fn syntax_errors_have_positions() {
         match format(
             "a.tsx",
-            "const a = 1;\nconst b = <div>;\n",
+            "const a = 1;\nconst b = 1 +;\n",
             &FormatConfig::default(),
         ) {
             Err(FormatError::Syntax(d)) => {
                 assert_eq!(d[0].file, "a.tsx");
-                assert_eq!(d[0].line, 2);
+                assert_eq!((d[0].line, d[0].column), (2, 14));
+                assert_eq!(d[0].source_line, "const b = 1 +;");
             }
             other => panic!("expected syntax errors, got {other:?}"),
         }

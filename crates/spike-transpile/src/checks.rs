@@ -7,12 +7,13 @@
 use std::collections::HashSet;
 
 use swc_core::{
-    common::{Span, Spanned},
+    common::{BytePos, Span, Spanned},
     ecma::{
         ast::{
-            AutoAccessor, Decl, Decorator, DefaultDecl, ExportSpecifier, JSXElement, JSXFragment,
-            Module, ModuleDecl, ModuleExportName, ModuleItem, Param, TsModuleRef, TsParamProp,
-            UsingDecl,
+            ArrayLit, AutoAccessor, BlockStmt, CallExpr, Callee, Class, Decl, Decorator,
+            DefaultDecl, ExportSpecifier, Expr, JSXElement, JSXExprContainer, JSXFragment, Lit,
+            Module, ModuleDecl, ModuleExportName, ModuleItem, NewExpr, ObjectLit, Param, ParenExpr,
+            Program, Tpl, TsModuleRef, TsParamProp, TsTypeLit, UsingDecl,
         },
         utils::find_pat_ids,
         visit::{Visit, VisitWith},
@@ -20,6 +21,7 @@ use swc_core::{
 };
 
 /// A problem found by a check: where (a span of the parsed module) and what.
+#[derive(Debug)]
 pub(crate) struct Finding {
     pub span: Span,
     pub message: String,
@@ -123,59 +125,46 @@ pub(crate) fn import_export_assignments(module: &Module) -> Vec<Finding> {
         .collect()
 }
 
-/// Reports parameter decorators, which only TypeScript's `experimentalDecorators` defines.
-pub(crate) fn parameter_decorators(module: &Module) -> Vec<Finding> {
-    struct V(Vec<Finding>);
-    impl V {
-        fn report(&mut self, decorators: &[Decorator]) {
-            if let Some(d) = decorators.first() {
-                self.0.push(Finding {
-                    span: d.span,
-                    message: "Parameter decorators are only supported with legacy \
-                              (experimentalDecorators) decorators; standard decorators cannot \
-                              decorate parameters"
-                        .into(),
-                });
-            }
-        }
-    }
-    impl Visit for V {
-        fn visit_param(&mut self, p: &Param) {
-            self.report(&p.decorators);
-            p.visit_children_with(self);
-        }
-        fn visit_ts_param_prop(&mut self, p: &TsParamProp) {
-            self.report(&p.decorators);
-            p.visit_children_with(self);
-        }
-    }
-    let mut v = V(Vec::new());
-    module.visit_with(&mut v);
-    v.0
-}
-
-/// Which syntax in a module needs a transform, even in plain JavaScript at the newest target.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Features {
+/// What one traversal of the parsed module finds: the syntax that needs a transform even in plain
+/// JavaScript at the newest target, parameter decorators (which only TypeScript's
+/// `experimentalDecorators` defines), and dynamic `import("…")` specifiers (never type-only, so
+/// they can be read before the transform).
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
     pub jsx: bool,
     pub decorators: bool,
     pub auto_accessors: bool,
     pub using: bool,
+    pub parameter_decorators: Vec<Finding>,
+    pub dynamic_imports: Vec<String>,
 }
 
-impl Features {
-    pub fn of(module: &Module) -> Features {
-        let mut f = Features::default();
-        module.visit_with(&mut f);
-        f
+impl Scan {
+    pub fn of(module: &Module) -> Scan {
+        let mut scan = Scan::default();
+        module.visit_with(&mut scan);
+        scan
     }
 
-    pub fn any(self) -> bool {
+    /// True when the module needs a transform beyond parse and print.
+    pub fn needs_transform(&self) -> bool {
         self.jsx || self.decorators || self.auto_accessors || self.using
     }
+
+    fn parameter(&mut self, decorators: &[Decorator]) {
+        if let Some(d) = decorators.first() {
+            self.parameter_decorators.push(Finding {
+                span: d.span,
+                message: "Parameter decorators are only supported with legacy \
+                          (experimentalDecorators) decorators; standard decorators cannot \
+                          decorate parameters"
+                    .into(),
+            });
+        }
+    }
 }
 
-impl Visit for Features {
+impl Visit for Scan {
     fn visit_jsx_element(&mut self, e: &JSXElement) {
         self.jsx = true;
         e.visit_children_with(self);
@@ -195,5 +184,89 @@ impl Visit for Features {
     fn visit_using_decl(&mut self, u: &UsingDecl) {
         self.using = true;
         u.visit_children_with(self);
+    }
+    fn visit_param(&mut self, p: &Param) {
+        self.parameter(&p.decorators);
+        p.visit_children_with(self);
+    }
+    fn visit_ts_param_prop(&mut self, p: &TsParamProp) {
+        self.parameter(&p.decorators);
+        p.visit_children_with(self);
+    }
+    fn visit_call_expr(&mut self, call: &CallExpr) {
+        if let (Callee::Import(_), Some(arg)) = (&call.callee, call.args.first()) {
+            let specifier = match &*arg.expr {
+                Expr::Lit(Lit::Str(s)) => Some(s.value.to_atom_lossy().to_string()),
+                Expr::Tpl(Tpl { exprs, quasis, .. }) if exprs.is_empty() => quasis
+                    .first()
+                    .and_then(|q| q.cooked.as_ref())
+                    .map(|c| c.to_atom_lossy().to_string()),
+                _ => None,
+            };
+            self.dynamic_imports.extend(specifier);
+        }
+        call.visit_children_with(self);
+    }
+}
+
+/// The deepest nesting of constructs that formatters indent, and where it starts.
+pub(crate) fn nesting(program: &Program) -> (usize, BytePos) {
+    let mut n = Nesting::default();
+    program.visit_with(&mut n);
+    (n.max, n.at)
+}
+
+#[derive(Default)]
+struct Nesting {
+    depth: usize,
+    max: usize,
+    at: BytePos,
+}
+
+impl Nesting {
+    fn enter<N: VisitWith<Self> + Spanned>(&mut self, node: &N) {
+        self.depth += 1;
+        if self.depth > self.max {
+            self.max = self.depth;
+            self.at = node.span().lo;
+        }
+        node.visit_children_with(self);
+        self.depth -= 1;
+    }
+}
+
+impl Visit for Nesting {
+    fn visit_block_stmt(&mut self, n: &BlockStmt) {
+        self.enter(n)
+    }
+    fn visit_object_lit(&mut self, n: &ObjectLit) {
+        self.enter(n)
+    }
+    fn visit_array_lit(&mut self, n: &ArrayLit) {
+        self.enter(n)
+    }
+    fn visit_call_expr(&mut self, n: &CallExpr) {
+        self.enter(n)
+    }
+    fn visit_new_expr(&mut self, n: &NewExpr) {
+        self.enter(n)
+    }
+    fn visit_paren_expr(&mut self, n: &ParenExpr) {
+        self.enter(n)
+    }
+    fn visit_class(&mut self, n: &Class) {
+        self.enter(n)
+    }
+    fn visit_ts_type_lit(&mut self, n: &TsTypeLit) {
+        self.enter(n)
+    }
+    fn visit_jsx_element(&mut self, n: &JSXElement) {
+        self.enter(n)
+    }
+    fn visit_jsx_fragment(&mut self, n: &JSXFragment) {
+        self.enter(n)
+    }
+    fn visit_jsx_expr_container(&mut self, n: &JSXExprContainer) {
+        self.enter(n)
     }
 }

@@ -1,10 +1,7 @@
 //! The list of modules a transpiled module imports at run time.
 
 use serde::Serialize;
-use swc_core::ecma::{
-    ast::{CallExpr, Callee, Expr, Lit, Module, ModuleDecl, ModuleItem, Tpl},
-    visit::{Visit, VisitWith},
-};
+use swc_core::ecma::ast::{Module, ModuleDecl, ModuleItem};
 
 /// Where an import specifier points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,9 +60,22 @@ pub struct Import {
     pub statement: ImportStatement,
 }
 
-/// Collects the imports of an already transformed module, in source order, without duplicates.
-pub(crate) fn collect(module: &Module) -> Vec<Import> {
-    let mut collector = Collector::default();
+/// The imports of an already transformed module, in source order, without duplicates: its
+/// static imports and re-exports, then the `dynamic` specifiers found before the transform.
+pub(crate) fn collect(module: &Module, dynamic: Vec<String>) -> Vec<Import> {
+    let mut imports: Vec<Import> = Vec::new();
+    let mut push = |specifier: String, statement: ImportStatement| {
+        if !imports
+            .iter()
+            .any(|i| i.specifier == specifier && i.statement == statement)
+        {
+            imports.push(Import {
+                kind: ImportKind::of(&specifier),
+                specifier,
+                statement,
+            });
+        }
+    };
     for item in &module.body {
         if let ModuleItem::ModuleDecl(decl) = item {
             let found = match decl {
@@ -79,53 +89,14 @@ pub(crate) fn collect(module: &Module) -> Vec<Import> {
                 _ => None,
             };
             if let Some((src, statement)) = found {
-                collector.push(src.value.to_atom_lossy().to_string(), statement);
+                push(src.value.to_atom_lossy().to_string(), statement);
             }
         }
     }
-    module.visit_with(&mut collector);
-    collector.imports
-}
-
-#[derive(Default)]
-struct Collector {
-    imports: Vec<Import>,
-}
-
-impl Collector {
-    fn push(&mut self, specifier: String, statement: ImportStatement) {
-        if !self
-            .imports
-            .iter()
-            .any(|i| i.specifier == specifier && i.statement == statement)
-        {
-            self.imports.push(Import {
-                kind: ImportKind::of(&specifier),
-                specifier,
-                statement,
-            });
-        }
+    for specifier in dynamic {
+        push(specifier, ImportStatement::Dynamic);
     }
-}
-
-impl Visit for Collector {
-    fn visit_call_expr(&mut self, call: &CallExpr) {
-        if let (Callee::Import(_), Some(arg)) = (&call.callee, call.args.first()) {
-            match &*arg.expr {
-                Expr::Lit(Lit::Str(s)) => self.push(
-                    s.value.to_atom_lossy().to_string(),
-                    ImportStatement::Dynamic,
-                ),
-                Expr::Tpl(Tpl { exprs, quasis, .. }) if exprs.is_empty() => {
-                    if let Some(cooked) = quasis.first().and_then(|q| q.cooked.as_ref()) {
-                        self.push(cooked.to_atom_lossy().to_string(), ImportStatement::Dynamic);
-                    }
-                }
-                _ => {}
-            }
-        }
-        call.visit_children_with(self);
-    }
+    imports
 }
 
 #[cfg(test)]

@@ -156,16 +156,16 @@ pub fn transpile(source: &str, options: &TranspileOptions) -> Result<Transpiled,
     pipeline::run(source, options)
 }
 
-/// Parses `source` (the language chosen by `file_name`'s extension) and returns every syntax error
-/// the parser finds, in source order; empty when the source parses.
+/// Parses `source` (the language chosen by `file_name`'s extension) without transforming it:
+/// every syntax error the parser finds, in source order, and the deepest nesting.
 ///
 /// # Errors
 /// [`TranspileError::UnsupportedExtension`], or [`TranspileError::Internal`] if the parser failed.
-pub fn syntax_errors(source: &str, file_name: &str) -> Result<Vec<Diagnostic>, TranspileError> {
-    pipeline::syntax_errors(source, file_name)
+pub fn check_syntax(source: &str, file_name: &str) -> Result<SyntaxCheck, TranspileError> {
+    pipeline::check_syntax(source, file_name)
 }
 
-pub use pipeline::with_large_stack;
+pub use pipeline::{with_large_stack, SyntaxCheck};
 
 /// Like [`transpile`], for bytes read from a file: checks that they are UTF-8 first.
 ///

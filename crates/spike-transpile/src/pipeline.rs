@@ -33,14 +33,14 @@ use swc_core::{
 };
 
 use crate::{
-    checks::{self, Features, Finding},
+    checks::{self, Finding, Scan},
     imports, Decorators, Diagnostic, JsxRuntime, Severity, SourceKind, SourceMapMode, Target,
     TranspileError, TranspileOptions, Transpiled,
 };
 
-/// Stack size of the thread that runs swc. swc's parser, visitors and `Drop` recurse once per
-/// nesting level; 10,000 levels of JSX need about 200 MiB in a debug build. Linux reserves the
-/// stack lazily, so an unused stack costs address space, not memory.
+/// The stack swc runs on. swc's parser, visitors and `Drop` recurse once per nesting level;
+/// 10,000 levels of JSX need about 200 MiB in a debug build. The segment is reserved lazily, so an
+/// unused stack costs address space, not memory.
 const STACK_BYTES: usize = 1024 * 1024 * 1024;
 
 pub(crate) fn run(source: &str, options: &TranspileOptions) -> Result<Transpiled, TranspileError> {
@@ -60,30 +60,28 @@ pub(crate) fn run(source: &str, options: &TranspileOptions) -> Result<Transpiled
     with_large_stack(|| transpile_on_this_thread(source, kind, options)).unwrap_or_else(|message| {
         Err(TranspileError::Internal {
             file: file.to_owned(),
-            message,
+            message: format!("the transpiler failed on this input ({message})"),
         })
     })
 }
 
-/// Runs `f` on a thread whose stack is large enough for swc (and dprint, which uses the same
-/// parser) on deeply nested input, and waits for it.
+/// Runs `f` on a stack large enough for swc (and dprint, which uses the same parser) on deeply
+/// nested input, on the calling thread, and catches a panic inside it.
+///
+/// The stack is a fresh segment of [`STACK_BYTES`] switched to with `stacker` when less than that
+/// is left; a new thread per call would cost a thread start and, with mimalloc, a new heap.
 ///
 /// # Errors
-/// A message if the thread could not be started or `f` panicked.
-pub fn with_large_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("spike-swc".into())
-            .stack_size(STACK_BYTES)
-            .spawn_scoped(scope, f)
-            .map_err(|e| format!("could not start a worker thread: {e}"))?
-            .join()
-            .map_err(|panic| panic_message(&panic))
-    })
+/// The panic message if `f` panicked.
+pub fn with_large_stack<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stacker::maybe_grow(STACK_BYTES / 2, STACK_BYTES, f)
+    }))
+    .map_err(|panic| panic_message(&panic))
 }
 
-/// Parses `source` and returns its syntax errors (empty when it parses cleanly).
-pub(crate) fn syntax_errors(source: &str, file: &str) -> Result<Vec<Diagnostic>, TranspileError> {
+/// Parses `source`: its syntax errors, and how deeply its blocks and literals nest.
+pub(crate) fn check_syntax(source: &str, file: &str) -> Result<SyntaxCheck, TranspileError> {
     let kind = SourceKind::from_path(file).ok_or_else(|| TranspileError::UnsupportedExtension {
         file: file.to_owned(),
     })?;
@@ -100,19 +98,43 @@ pub(crate) fn syntax_errors(source: &str, file: &str) -> Result<Vec<Diagnostic>,
             if SourceKind::is_declaration_file(file) {
                 parse_declarations(&cx, &comments)
             } else {
-                parse(&cx, kind, &comments).map(drop)
+                parse(&cx, kind, &comments).map(Program::Module)
             }
         });
         match parsed {
-            Ok(()) => Vec::new(),
-            Err(TranspileError::Diagnostics(d)) => d,
-            Err(other) => other.diagnostics(),
+            Ok(program) => {
+                let (depth, pos) = checks::nesting(&program);
+                SyntaxCheck {
+                    errors: Vec::new(),
+                    nesting_depth: depth,
+                    deepest: (depth > 0)
+                        .then(|| cx.diagnostic(Severity::Warning, pos, String::new())),
+                }
+            }
+            Err(e) => SyntaxCheck {
+                errors: e.diagnostics(),
+                nesting_depth: 0,
+                deepest: None,
+            },
         }
     })
     .map_err(|message| TranspileError::Internal {
         file: file.to_owned(),
-        message,
+        message: format!("the parser failed on this input ({message})"),
     })
+}
+
+/// What [`check_syntax`] found.
+#[derive(Debug, Clone)]
+pub struct SyntaxCheck {
+    /// Every syntax error the parser found, in source order; empty when the source parses.
+    pub errors: Vec<Diagnostic>,
+    /// The deepest nesting of blocks, object and array literals, call arguments, parentheses,
+    /// classes, type literals and JSX elements (each level usually one level of indentation).
+    pub nesting_depth: usize,
+    /// The innermost construct of the deepest nesting (an empty message); `None` without nesting
+    /// or on errors.
+    pub deepest: Option<Diagnostic>,
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -121,7 +143,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
-    format!("the transpiler failed on this input ({text}); please report it with the file")
+    format!("{text}; please report it with the file")
 }
 
 /// Collects what swc's transforms report through [`HANDLER`].
@@ -196,21 +218,22 @@ fn transpile_on_this_thread(
             }
             let module = parse(&cx, kind, &comments)?;
 
+            let mut scan = Scan::of(&module);
             let mut errors = checks::import_export_assignments(&module);
             errors.extend(checks::duplicate_exports(&module));
             if options.decorators == Decorators::Standard {
-                errors.extend(checks::parameter_decorators(&module));
+                errors.append(&mut scan.parameter_decorators);
             }
             if !errors.is_empty() {
+                errors.sort_by_key(|f| f.span.lo);
                 return Err(TranspileError::Diagnostics(cx.findings(errors)));
             }
 
-            let features = Features::of(&module);
             let mut program = Program::Module(module);
             let needs_transform =
-                kind.is_typescript() || features.any() || options.target < Target::Es2022;
+                kind.is_typescript() || scan.needs_transform() || options.target < Target::Es2022;
             if needs_transform {
-                transform(&mut program, &cm, &comments, kind, features, options);
+                transform(&mut program, &cm, &comments, kind, &scan, options);
             } else if options.minify_whitespace {
                 // Comparisons of programs must not depend on redundant parentheses.
                 program.mutate(fixer(None));
@@ -242,7 +265,7 @@ fn transpile_on_this_thread(
             let Program::Module(module) = program else {
                 unreachable!("the pipeline only builds modules")
             };
-            let imports = imports::collect(&module);
+            let imports = imports::collect(&module, scan.dynamic_imports);
             let (code, source_map) = emit(&module, &cm, &comments, options)?;
             Ok(Transpiled {
                 code,
@@ -283,14 +306,14 @@ fn parse(
 fn parse_declarations(
     cx: &Context<'_>,
     comments: &SingleThreadedComments,
-) -> Result<(), TranspileError> {
+) -> Result<Program, TranspileError> {
     let syntax = Syntax::Typescript(TsSyntax {
         dts: true,
         ..Default::default()
     });
     let mut parser = Parser::new(syntax, StringInput::from(&*cx.fm), Some(comments));
     let result = parser.parse_program();
-    finish_parse(cx, result, parser.take_errors()).map(drop)
+    finish_parse(cx, result, parser.take_errors())
 }
 
 fn finish_parse<T>(
@@ -325,7 +348,7 @@ fn transform(
     cm: &Lrc<SourceMap>,
     comments: &SingleThreadedComments,
     kind: SourceKind,
-    features: Features,
+    features: &Scan,
     options: &TranspileOptions,
 ) {
     let unresolved_mark = Mark::new();
