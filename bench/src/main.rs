@@ -121,7 +121,10 @@ fn main() -> anyhow::Result<()> {
     let manifest = serde_json::json!({ "iterations": iterations, "sets": set_paths });
     if args.iter().any(|a| a == "--spike-only") {
         // For profiling Spike alone (e.g. under perf), without the Node peers.
-        let only = args.iter().position(|a| a == "--set").and_then(|i| args.get(i + 1));
+        let only = args
+            .iter()
+            .position(|a| a == "--set")
+            .and_then(|i| args.get(i + 1));
         for (set, files) in sets.iter().filter(|(n, _)| only.is_none_or(|o| o == n)) {
             let ms = best_ms(iterations, files, |f| {
                 transpile(&f.text, &TranspileOptions::new(f.name.clone()))
