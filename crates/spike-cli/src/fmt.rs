@@ -49,11 +49,9 @@ pub fn format_all(inputs: &[files::Input]) -> Vec<Status> {
     };
     let mut configs: HashMap<PathBuf, Result<FormatConfig, FormatError>> = HashMap::new();
     for input in inputs {
-        let dir = dir_of(input);
-        if !configs.contains_key(&dir) {
-            let config = FormatConfig::discover(&dir);
-            configs.insert(dir, config);
-        }
+        configs
+            .entry(dir_of(input))
+            .or_insert_with_key(|dir| FormatConfig::discover(dir));
     }
     let statuses = inputs
         .par_iter()
