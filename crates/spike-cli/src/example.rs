@@ -6,24 +6,9 @@ use anyhow::Context as _;
 
 use crate::{files, fmt, transpile};
 
-/// The example project: a React app in TSX, written by this repository.
-pub const FILES: &[(&str, &str)] = &[
-    ("App.tsx", include_str!("../example/App.tsx")),
-    ("main.tsx", include_str!("../example/main.tsx")),
-    (
-        "components/Counter.tsx",
-        include_str!("../example/components/Counter.tsx"),
-    ),
-    (
-        "components/TodoList.tsx",
-        include_str!("../example/components/TodoList.tsx"),
-    ),
-    (
-        "hooks/useLocalStorage.ts",
-        include_str!("../example/hooks/useLocalStorage.ts"),
-    ),
-    ("lib/format.ts", include_str!("../example/lib/format.ts")),
-];
+/// The example project: a React app in TSX, written by this repository (it lives in
+/// spike-collab, which also seeds new rooms from it).
+pub use spike_collab::example::FILES;
 
 /// Arguments of `spike example`.
 #[derive(clap::Args)]

@@ -1,0 +1,43 @@
+//! Spike rooms, client side: the document model, the wire protocol, the offline log and the
+//! reconnecting session.
+//!
+//! - [`RoomDoc`]: one yrs document per room, UTF-16 offsets, a `files` map of path → text and a
+//!   `meta` map; a typed API to list, create, rename, delete, read and edit files, and to encode
+//!   and apply updates (lib0 v1, interchangeable with Yjs 13).
+//! - [`protocol`]: the y-websocket wire messages (sync step 1/2, update, awareness, query
+//!   awareness, auth) over `yrs::sync`, with strict frame decoding, and [`Presence`], the
+//!   awareness state (name, colour, cursor per file).
+//! - [`UpdateLog`]: the SQLite log every local update is appended to before it is acknowledged;
+//!   a replica opens from it with no network; compaction merges it into a snapshot losslessly.
+//! - [`Session`]: a client of one room over tokio-tungstenite: sync handshake, streaming updates
+//!   both ways, awareness, reconnect with exponential backoff and jitter forever while open, and
+//!   its [`SessionState`] (offline / connecting / syncing / synced) for observers.
+//!
+//! ```
+//! use spike_collab::{RoomDoc, TextEdit};
+//! let a = RoomDoc::new();
+//! let b = RoomDoc::new();
+//! let update = a.create_file("App.tsx", "hi 👋").unwrap().unwrap();
+//! b.apply_update(&update).unwrap();
+//! // Offsets are UTF-16 code units: the emoji counts two.
+//! b.edit("App.tsx", &[TextEdit::insert(5, "!")]).unwrap();
+//! assert_eq!(b.read("App.tsx").as_deref(), Some("hi 👋!"));
+//! ```
+
+mod doc;
+mod error;
+pub mod example;
+mod log;
+pub mod protocol;
+mod session;
+
+pub use doc::{
+    decode_update, encode_state_vector, validate_path, FilesChange, RoomDoc, TextEdit, FILES,
+    MAX_PATH_BYTES, META,
+};
+pub use error::CollabError;
+pub use log::{Compaction, UpdateLog, DEFAULT_COMPACT_AFTER};
+pub use protocol::{Presence, Selection, User};
+pub use session::{validate_room, Session, SessionConfig, SessionState, SessionStatus};
+
+pub use yrs;

@@ -1,0 +1,246 @@
+//! One WebSocket connection: admission, the reader (client → room) and the writer
+//! (room → client, plus keep-alive pings).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::room::{self, ConnId, Outgoing, RoomHandle, RoomMsg};
+use crate::Inner;
+
+/// Releases a peer's connection slot when dropped.
+struct PeerSlot {
+    inner: Arc<Inner>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut peers = self.inner.peers();
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
+pub(crate) async fn upgrade(
+    ws: WebSocketUpgrade,
+    Path(room): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    State(inner): State<Arc<Inner>>,
+) -> Response {
+    if let Err(e) = spike_collab::validate_room(&room) {
+        return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+    }
+    let template = params.get("template").cloned();
+    if let Some(t) = &template {
+        if !inner.config.templates.iter().any(|x| &x.name == t) {
+            return (StatusCode::BAD_REQUEST, format!("unknown template {t:?}")).into_response();
+        }
+    }
+    if *inner.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let limits = &inner.config.limits;
+    let slot = {
+        let mut peers = inner.peers();
+        let n = peers.entry(addr.ip()).or_insert(0);
+        if *n >= limits.max_rooms_per_peer {
+            tracing::warn!(peer = %addr.ip(), limit = limits.max_rooms_per_peer, "too many rooms for one peer");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "at most {} open rooms per client address",
+                    limits.max_rooms_per_peer
+                ),
+            )
+                .into_response();
+        }
+        *n += 1;
+        PeerSlot {
+            inner: inner.clone(),
+            ip: addr.ip(),
+        }
+    };
+    let max = limits.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| run(inner, room, template, socket, slot))
+}
+
+/// Joins the room, retrying when it raced with the room unloading.
+async fn join(
+    inner: &Arc<Inner>,
+    room: &str,
+    conn: ConnId,
+    template: Option<String>,
+    tx: mpsc::Sender<Outgoing>,
+) -> Result<RoomHandle, String> {
+    for _ in 0..50 {
+        if *inner.shutdown.borrow() {
+            return Err("the server is shutting down".into());
+        }
+        let (inner2, name) = (inner.clone(), room.to_owned());
+        let handle = tokio::task::spawn_blocking(move || room::handle(&inner2, &name))
+            .await
+            .map_err(|e| format!("room loader failed: {e}"))?
+            .map_err(|e| {
+                tracing::error!(room, error = %e, "could not load the room");
+                "the room could not be loaded".to_owned()
+            })?;
+        let (reply, answer) = oneshot::channel();
+        let msg = RoomMsg::Join {
+            conn,
+            template: template.clone(),
+            tx: tx.clone(),
+            reply,
+        };
+        if handle.tx.send(msg).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        match answer.await {
+            Ok(Ok(())) => return Ok(handle),
+            Ok(Err(reason)) => return Err(reason),
+            // The room was unloading; its successor starts on the next look-up.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    Err("the room kept unloading".into())
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    room: String,
+    template: Option<String>,
+    socket: WebSocket,
+    _slot: PeerSlot,
+) {
+    let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let limits = inner.config.limits.clone();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(limits.max_queued_frames);
+    let (mut sink, mut stream) = socket.split();
+    let local_tx = out_tx.clone();
+    let handle = match join(&inner, &room, conn, template, out_tx).await {
+        Ok(h) => h,
+        Err(reason) => {
+            tracing::warn!(room, conn, %reason, "join refused");
+            let _ = sink
+                .send(WsMessage::Close(Some(CloseFrame {
+                    code: 1013,
+                    reason: reason.into(),
+                })))
+                .await;
+            return;
+        }
+    };
+
+    let idle = limits.idle_timeout;
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(idle / 3);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                out = out_rx.recv() => match out {
+                    Some(Outgoing::Frame(frame)) => {
+                        if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Outgoing::Close(code, reason)) => {
+                        let _ = sink.send(WsMessage::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                        return;
+                    }
+                    None => {
+                        let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: 1001, reason: "room closed".into() }))).await;
+                        return;
+                    }
+                },
+                _ = ping.tick() => {
+                    if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+
+    let (code, reason) = read_loop(&handle, conn, &mut stream, idle, &limits).await;
+    tracing::debug!(room, conn, code, %reason, "connection ended");
+    let _ = handle.tx.send(RoomMsg::Leave { conn }).await;
+    let _ = local_tx.try_send(Outgoing::Close(code, reason));
+    drop(local_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+async fn read_loop(
+    handle: &RoomHandle,
+    conn: ConnId,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    idle: Duration,
+    limits: &crate::Limits,
+) -> (u16, String) {
+    loop {
+        let next = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(n) => n,
+            Err(_) => {
+                tracing::info!(conn, ?idle, "closing an idle connection");
+                return (1000, format!("idle for {} s", idle.as_secs()));
+            }
+        };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                let text = e.to_string();
+                if text.contains("too long") || text.contains("limit") {
+                    tracing::warn!(conn, limit = limits.max_frame_bytes, error = %text, "frame over the size limit; closing");
+                    return (
+                        1009,
+                        format!("frame larger than {} bytes", limits.max_frame_bytes),
+                    );
+                }
+                return (1002, format!("receive: {text}"));
+            }
+            None => return (1000, "client closed the socket".into()),
+        };
+        match msg {
+            WsMessage::Binary(data) => {
+                if handle
+                    .tx
+                    .send(RoomMsg::Frame {
+                        conn,
+                        data: data.to_vec(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return (1001, "room closed".into());
+                }
+            }
+            WsMessage::Text(_) => {
+                let _ = handle
+                    .tx
+                    .send(RoomMsg::Bad {
+                        conn,
+                        reason: "text frame (y-websocket sends binary frames only)".into(),
+                    })
+                    .await;
+            }
+            WsMessage::Close(_) => return (1000, "client closed".into()),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The Spike room server as a library: axum WebSocket rooms persisted in SQLite.
+//!
+//! - `GET /rooms/<room>` upgrades to a WebSocket that speaks y-websocket (y-protocols sync,
+//!   awareness, auth), so a stock `y-websocket` client with `serverUrl = ws://host:port/rooms`
+//!   joins room `<room>`. Query parameters: `template=<name>` seeds a room that has never held
+//!   anything from a template (the example project is `example`), exactly once.
+//! - `GET /healthz` answers `ok`.
+//!
+//! Each open room is one actor (a thread owning the yrs document, the awareness and the room's
+//! SQLite log, `<data>/rooms/<room>.sqlite3`). It loads the log before it answers any message,
+//! persists every update (WAL, `synchronous = FULL`) before broadcasting it or answering a later
+//! sync step 1 (which is how clients learn it is durable), relays awareness, compacts its log,
+//! and unloads after the last client left and a grace period passed.
+//!
+//! Hostile input: frames over [`Limits::max_frame_bytes`] close the connection (1009); a frame
+//! that does not decode, or an update that does not decode, is dropped with a logged reason and
+//! counted, and a connection that sends [`Limits::max_bad_messages`] of them is closed (1007).
+//! Neither the room nor its other clients notice.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), spike_server::ServerError> {
+//! let server = spike_server::Server::new(spike_server::ServerConfig::new("data"))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;
+//! server.serve(listener, spike_server::shutdown_signal()).await
+//! # }
+//! ```
+
+mod conn;
+mod room;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::routing::get;
+use tokio::sync::watch;
+
+pub use room::Template;
+
+/// Everything that can go wrong running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding, accepting or creating the data folder failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A room's log failed.
+    #[error(transparent)]
+    Collab(#[from] spike_collab::CollabError),
+}
+
+/// Limits on what one client may send or hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted WebSocket message (and frame), bytes. Default 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Open room connections one client address may hold at once. A y-websocket connection
+    /// carries exactly one room, so this bounds the rooms a client can open. Default 4096.
+    pub max_rooms_per_peer: usize,
+    /// Connections one room accepts. Default 1024.
+    pub max_connections_per_room: usize,
+    /// A connection that sends nothing (not even a pong) for this long is closed. The server
+    /// pings every third of it. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Malformed messages tolerated per connection before it is closed. Default 8.
+    pub max_bad_messages: u32,
+    /// Frames queued for one slow client before it is disconnected (it resyncs on reconnect).
+    /// Default 4096.
+    pub max_queued_frames: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 16 << 20,
+            max_rooms_per_peer: 4096,
+            max_connections_per_room: 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_bad_messages: 8,
+            max_queued_frames: 4096,
+        }
+    }
+}
+
+/// How to run a [`Server`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where room logs live (`<data_dir>/rooms/<room>.sqlite3`); created if missing.
+    pub data_dir: PathBuf,
+    /// Input limits.
+    pub limits: Limits,
+    /// How long an empty room stays loaded. Default 30 s.
+    pub unload_grace: Duration,
+    /// Compact a room's log after this many updates. Default 500.
+    pub compact_after: usize,
+    /// Templates a new room can be seeded from, by name. Default: the example project as
+    /// `example`.
+    pub templates: Vec<Template>,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the data folder.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            limits: Limits::default(),
+            unload_grace: Duration::from_secs(30),
+            compact_after: spike_collab::DEFAULT_COMPACT_AFTER,
+            templates: vec![Template::example()],
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ServerConfig,
+    pub(crate) rooms: Mutex<HashMap<String, room::RoomHandle>>,
+    pub(crate) peers: Mutex<HashMap<IpAddr, usize>>,
+    pub(crate) next_conn: std::sync::atomic::AtomicU64,
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Number of live room actors.
+    pub(crate) live_rooms: watch::Sender<usize>,
+}
+
+impl Inner {
+    pub(crate) fn rooms(&self) -> MutexGuard<'_, HashMap<String, room::RoomHandle>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn peers(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The room server. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl Server {
+    /// Creates the data folder. Errors: [`ServerError::Io`].
+    pub fn new(config: ServerConfig) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(config.data_dir.join("rooms"))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                rooms: Mutex::default(),
+                peers: Mutex::default(),
+                next_conn: 1.into(),
+                shutdown: watch::channel(false).0,
+                live_rooms: watch::channel(0).0,
+            }),
+        })
+    }
+
+    /// The axum router: `/rooms/{room}` and `/healthz`.
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/rooms/{room}", get(conn::upgrade))
+            .with_state(self.inner.clone())
+    }
+
+    /// Rooms loaded in memory now.
+    pub fn open_rooms(&self) -> usize {
+        *self.inner.live_rooms.borrow()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then closes every connection (1001),
+    /// flushes and compacts every room, and returns when all rooms are unloaded (or after 30 s).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let inner = self.inner.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing connections and flushing rooms");
+            inner.shutdown.send_replace(true);
+        };
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await?;
+        self.inner.shutdown.send_replace(true);
+        let mut live = self.inner.live_rooms.subscribe();
+        let drained = tokio::time::timeout(Duration::from_secs(30), live.wait_for(|n| *n == 0));
+        if drained.await.is_err() {
+            tracing::warn!("some rooms did not flush within 30 s");
+        }
+        tracing::info!("all rooms flushed");
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,43 @@
+//! `spike-server`: the room server alone (what `spike serve` runs), for deployments without the
+//! CLI and for the tests that must kill a server process.
+//!
+//! Usage: `spike-server [--listen 127.0.0.1:8787] [--data DIR] [--grace-ms N]`.
+
+use anyhow::{bail, Context as _};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut listen = "127.0.0.1:8787".to_owned();
+    let mut data = std::path::PathBuf::from("spike-data");
+    let mut grace = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--listen" => listen = value()?,
+            "--data" => data = value()?.into(),
+            "--grace-ms" => grace = Some(value()?.parse::<u64>().context("--grace-ms")?),
+            other => bail!("unknown argument {other:?}; usage: spike-server [--listen ADDR] [--data DIR] [--grace-ms N]"),
+        }
+    }
+    let mut config = spike_server::ServerConfig::new(data);
+    if let Some(ms) = grace {
+        config.unload_grace = std::time::Duration::from_millis(ms);
+    }
+    let server = spike_server::Server::new(config)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    // The address line is what scripts and tests wait for (the port may have been 0).
+    println!("listening on ws://{}/rooms", listener.local_addr()?);
+    server
+        .serve(listener, spike_server::shutdown_signal())
+        .await?;
+    Ok(())
+}

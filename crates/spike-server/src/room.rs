@@ -1,0 +1,523 @@
+//! One room actor: a thread that owns a room's document, awareness and SQLite log.
+//!
+//! It runs on its own thread because every persisted batch waits for an fsync; connections talk
+//! to it over a bounded tokio channel, so a flooding client waits instead of growing memory.
+//! Messages are handled in batches: everything queued is applied, the batch's updates are
+//! committed in one SQLite transaction, and only then are broadcasts and replies sent. A reply to
+//! sync step 1 therefore always follows the persistence of every update that came before it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spike_collab::yrs::sync::{Awareness, Message, SyncMessage};
+use spike_collab::yrs::ClientID;
+use spike_collab::{protocol, CollabError, RoomDoc, UpdateLog};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Inner;
+
+/// A template new rooms can be seeded from.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Name used in `?template=<name>`.
+    pub name: String,
+    /// `(path, text)` of each file.
+    pub files: Vec<(String, String)>,
+    /// `meta` entries.
+    pub meta: Vec<(String, String)>,
+}
+
+impl Template {
+    /// The example project (`spike_collab::example`) as `example`.
+    pub fn example() -> Self {
+        Self {
+            name: "example".into(),
+            files: spike_collab::example::FILES
+                .iter()
+                .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+                .collect(),
+            meta: spike_collab::example::META
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+}
+
+/// The client id of seed content. A room is seeded at most once, so its ids never clash.
+const SEED_CLIENT: u64 = 0x5EED;
+const SEEDED_KEY: &str = "seeded";
+
+pub(crate) type ConnId = u64;
+
+/// What a room sends to a connection's writer.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Frame(Vec<u8>),
+    Close(u16, String),
+}
+
+pub(crate) enum RoomMsg {
+    Join {
+        conn: ConnId,
+        template: Option<String>,
+        tx: mpsc::Sender<Outgoing>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Frame {
+        conn: ConnId,
+        data: Vec<u8>,
+    },
+    /// A message the connection rejected before the room saw it (a text frame).
+    Bad {
+        conn: ConnId,
+        reason: String,
+    },
+    Leave {
+        conn: ConnId,
+    },
+    Tick,
+    Shutdown,
+}
+
+#[derive(Clone)]
+pub(crate) struct RoomHandle {
+    pub(crate) tx: mpsc::Sender<RoomMsg>,
+    /// Tells actors of the same room apart (one may be unloading while the next loads).
+    id: u64,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Outgoing>,
+    awareness_clients: HashSet<ClientID>,
+    bad: u32,
+}
+
+struct Room {
+    id: u64,
+    name: String,
+    inner: Arc<Inner>,
+    doc: RoomDoc,
+    awareness: Awareness,
+    log: UpdateLog,
+    conns: HashMap<ConnId, Conn>,
+    empty_since: Option<Instant>,
+}
+
+/// Returns the handle of room `name`, starting its actor (which loads the log) if needed.
+pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, CollabError> {
+    let mut rooms = inner.rooms();
+    if let Some(h) = rooms.get(name) {
+        if !h.tx.is_closed() {
+            return Ok(h.clone());
+        }
+    }
+    let path = inner
+        .config
+        .data_dir
+        .join("rooms")
+        .join(format!("{name}.sqlite3"));
+    let mut log = UpdateLog::open(&path)?;
+    log.set_compact_after(inner.config.compact_after);
+    let doc = RoomDoc::new();
+    log.load_into(&doc)?;
+    let awareness = Awareness::new(doc.doc().clone());
+    let (tx, rx) = mpsc::channel(1024);
+    let id = inner
+        .next_conn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = RoomHandle { tx: tx.clone(), id };
+    rooms.insert(name.to_owned(), handle.clone());
+    drop(rooms);
+    inner.live_rooms.send_modify(|n| *n += 1);
+    tracing::info!(room = name, files = doc.paths().len(), "room loaded");
+    let room = Room {
+        id,
+        name: name.to_owned(),
+        inner: inner.clone(),
+        doc,
+        awareness,
+        log,
+        conns: HashMap::new(),
+        empty_since: Some(Instant::now()),
+    };
+    // Ticks drive the unload grace period and turn the shutdown signal into a message.
+    let tick =
+        (inner.config.unload_grace / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let mut shutdown = inner.shutdown.subscribe();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        loop {
+            let stopping = tokio::select! {
+                _ = interval.tick() => false,
+                _ = shutdown.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                let _ = tx.send(RoomMsg::Shutdown).await;
+                return;
+            }
+            if tx.send(RoomMsg::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
+    let spawned = std::thread::Builder::new()
+        .name(format!("room-{name}"))
+        .spawn(move || room.run(rx));
+    if let Err(e) = spawned {
+        inner.rooms().remove(name);
+        inner.live_rooms.send_modify(|n| *n -= 1);
+        return Err(CollabError::Apply(format!(
+            "could not start the room thread: {e}"
+        )));
+    }
+    Ok(handle)
+}
+
+/// What a batch produced, sent after the batch is persisted.
+#[derive(Default)]
+struct Batch {
+    /// Raw updates to persist, in arrival order.
+    persist: Vec<Vec<u8>>,
+    /// Frames for every connection but `from`.
+    broadcast: Vec<(ConnId, Vec<u8>)>,
+    /// Frames for one connection.
+    replies: Vec<(ConnId, Vec<u8>)>,
+    /// Connections to close after the sends.
+    close: Vec<(ConnId, u16, String)>,
+    /// The document may be damaged (yrs failed mid-update): unload after this batch.
+    poisoned: bool,
+}
+
+impl Room {
+    fn run(mut self, mut rx: mpsc::Receiver<RoomMsg>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = Batch::default();
+            let mut stop = self.handle(first, &mut batch);
+            let mut n = 1;
+            while !stop && n < 512 {
+                match rx.try_recv() {
+                    Ok(msg) => stop = self.handle(msg, &mut batch),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            if !self.flush(batch) {
+                stop = true;
+            }
+            if stop || self.should_unload(&mut rx) {
+                break;
+            }
+        }
+        self.unload(rx);
+    }
+
+    /// Handles one message; `true` stops the room after this batch.
+    fn handle(&mut self, msg: RoomMsg, batch: &mut Batch) -> bool {
+        match msg {
+            RoomMsg::Join {
+                conn,
+                template,
+                tx,
+                reply,
+            } => {
+                if self.conns.len() >= self.inner.config.limits.max_connections_per_room {
+                    let _ = reply.send(Err(format!(
+                        "room is full ({} connections)",
+                        self.conns.len()
+                    )));
+                    return false;
+                }
+                if let Some(t) = template {
+                    if let Err(e) = self.seed(&t) {
+                        tracing::error!(room = %self.name, error = %e, "seeding failed");
+                        let _ = reply.send(Err("the room could not be seeded".into()));
+                        return true;
+                    }
+                }
+                // Sync step 1 first so the client sends what we lack; then who is here.
+                batch
+                    .replies
+                    .push((conn, protocol::sync_step1(&self.doc.state_vector())));
+                if let Ok(update) = self.awareness.update() {
+                    if !update.clients.is_empty() {
+                        batch.replies.push((conn, protocol::awareness(update)));
+                    }
+                }
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        tx,
+                        awareness_clients: HashSet::new(),
+                        bad: 0,
+                    },
+                );
+                self.empty_since = None;
+                let _ = reply.send(Ok(()));
+                tracing::debug!(room = %self.name, conn, peers = self.conns.len(), "joined");
+            }
+            RoomMsg::Frame { conn, data } => self.frame(conn, &data, batch),
+            RoomMsg::Bad { conn, reason } => self.bad(conn, &reason, batch),
+            RoomMsg::Leave { conn } => self.leave(conn, batch),
+            RoomMsg::Tick => {}
+            RoomMsg::Shutdown => {
+                for id in self.conns.keys() {
+                    batch.close.push((*id, 1001, "server shutting down".into()));
+                }
+                return true;
+            }
+        }
+        batch.poisoned
+    }
+
+    fn seed(&mut self, template: &str) -> Result<(), CollabError> {
+        if self.log.meta(SEEDED_KEY)?.is_some()
+            || !self.doc.paths().is_empty()
+            || self.log.tail_len() > 0
+            || !self.log.load()?.is_empty()
+        {
+            return Ok(());
+        }
+        let Some(t) = self
+            .inner
+            .config
+            .templates
+            .iter()
+            .find(|t| t.name == template)
+        else {
+            return Ok(());
+        };
+        let seed = RoomDoc::with_client_id(SEED_CLIENT);
+        let files: Vec<(&str, &str)> = t
+            .files
+            .iter()
+            .map(|(p, s)| (p.as_str(), s.as_str()))
+            .collect();
+        let meta: Vec<(&str, &str)> = t
+            .meta
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let Some(update) = seed.seed(&files, &meta) else {
+            return Ok(());
+        };
+        // The update and the marker commit together: a crash can never seed twice.
+        self.log
+            .append_with_meta(&update, SEEDED_KEY, template.as_bytes())?;
+        self.doc.apply_update(&update)?;
+        tracing::info!(room = %self.name, template, files = files.len(), "seeded");
+        Ok(())
+    }
+
+    fn bad(&mut self, conn: ConnId, reason: &str, batch: &mut Batch) {
+        let limit = self.inner.config.limits.max_bad_messages;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.bad += 1;
+        tracing::warn!(room = %self.name, conn, strikes = c.bad, %reason, "rejected a message");
+        if c.bad >= limit {
+            batch
+                .close
+                .push((conn, 1007, format!("too many malformed messages ({limit})")));
+        }
+    }
+
+    fn frame(&mut self, conn: ConnId, data: &[u8], batch: &mut Batch) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let messages = match protocol::decode_frame(data) {
+            Ok(m) => m,
+            Err(e) => return self.bad(conn, &e.to_string(), batch),
+        };
+        for message in messages {
+            match message {
+                Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                    batch
+                        .replies
+                        .push((conn, protocol::sync_step2(self.doc.encode_diff(&sv))));
+                }
+                Message::Sync(SyncMessage::SyncStep2(update))
+                | Message::Sync(SyncMessage::Update(update)) => {
+                    self.update(conn, update, batch);
+                    if batch.poisoned {
+                        return;
+                    }
+                }
+                Message::Awareness(update) => {
+                    let clients: Vec<ClientID> = update.clients.keys().copied().collect();
+                    let relay = protocol::awareness(update.clone());
+                    match self.awareness.apply_update(update) {
+                        Ok(()) => {
+                            if let Some(c) = self.conns.get_mut(&conn) {
+                                c.awareness_clients.extend(clients);
+                            }
+                            batch.broadcast.push((conn, relay));
+                        }
+                        Err(e) => self.bad(conn, &format!("awareness: {e}"), batch),
+                    }
+                }
+                Message::AwarenessQuery => {
+                    if let Ok(u) = self.awareness.update() {
+                        batch.replies.push((conn, protocol::awareness(u)));
+                    }
+                }
+                Message::Auth(_) | Message::Custom(..) => {}
+            }
+        }
+    }
+
+    fn update(&mut self, conn: ConnId, update: Vec<u8>, batch: &mut Batch) {
+        match self.doc.apply_update(&update) {
+            Ok(Some(integrated)) => {
+                batch.persist.push(update);
+                batch.broadcast.push((conn, protocol::update(integrated)));
+            }
+            Ok(None) => {
+                if self.doc.has_pending() {
+                    // Kept (the log is lossless), not broadcast: it joins the document when its
+                    // dependency arrives.
+                    tracing::warn!(room = %self.name, conn, "update waits for a missing dependency");
+                    batch.persist.push(update);
+                } else {
+                    tracing::debug!(room = %self.name, conn, "update brought nothing new (a duplicate, or only empty items)");
+                }
+            }
+            Err(CollabError::MalformedUpdate(reason)) => {
+                self.bad(conn, &format!("update: {reason}"), batch);
+            }
+            Err(e) => {
+                tracing::error!(room = %self.name, conn, error = %e, "update failed inside yrs; reloading the room");
+                batch.close.push((conn, 1007, "update rejected".into()));
+                batch.poisoned = true;
+            }
+        }
+    }
+
+    fn leave(&mut self, conn: ConnId, batch: &mut Batch) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let gone: Vec<ClientID> = c
+            .awareness_clients
+            .into_iter()
+            .filter(|id| self.awareness.meta(*id).is_some())
+            .collect();
+        for id in &gone {
+            self.awareness.remove_state(*id);
+        }
+        if !gone.is_empty() {
+            if let Ok(u) = self.awareness.update_with_clients(gone) {
+                batch.broadcast.push((conn, protocol::awareness(u)));
+            }
+        }
+        if self.conns.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+        tracing::debug!(room = %self.name, conn, peers = self.conns.len(), "left");
+    }
+
+    /// Persists the batch, then sends. `false` when persisting failed (the room must unload:
+    /// its memory holds updates the disk does not).
+    fn flush(&mut self, batch: Batch) -> bool {
+        if !batch.persist.is_empty() {
+            if let Err(e) = self.log.append_all(batch.persist.iter().map(Vec::as_slice)) {
+                tracing::error!(room = %self.name, error = %e, "persisting failed; closing the room");
+                for id in self.conns.keys() {
+                    let _ = self.conns[id]
+                        .tx
+                        .try_send(Outgoing::Close(1011, "storage failure".into()));
+                }
+                return false;
+            }
+            match self.log.compact_if_due(&self.doc) {
+                Ok(Some(c)) => {
+                    tracing::debug!(room = %self.name, merged = c.merged, bytes = c.snapshot_bytes, "compacted")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(room = %self.name, error = %e, "compaction failed"),
+            }
+        }
+        let mut slow = Vec::new();
+        for (from, frame) in &batch.broadcast {
+            for (id, c) in &self.conns {
+                if id != from {
+                    if let Err(mpsc::error::TrySendError::Full(_)) =
+                        c.tx.try_send(Outgoing::Frame(frame.clone()))
+                    {
+                        slow.push(*id);
+                    }
+                }
+            }
+        }
+        for (to, frame) in batch.replies {
+            if let Some(c) = self.conns.get(&to) {
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    c.tx.try_send(Outgoing::Frame(frame))
+                {
+                    slow.push(to);
+                }
+            }
+        }
+        for (to, code, reason) in batch.close {
+            if let Some(c) = self.conns.get(&to) {
+                let _ = c.tx.try_send(Outgoing::Close(code, reason));
+            }
+        }
+        for id in slow {
+            if let Some(c) = self.conns.get(&id) {
+                tracing::warn!(room = %self.name, conn = id, "client too slow; disconnecting");
+                // The queue is full: dropping the sender ends the writer, which closes the socket.
+                let _ = c.tx.try_send(Outgoing::Close(1013, "too slow".into()));
+            }
+            self.conns.remove(&id);
+        }
+        !batch.poisoned
+    }
+
+    fn should_unload(&mut self, rx: &mut mpsc::Receiver<RoomMsg>) -> bool {
+        let Some(since) = self.empty_since else {
+            return false;
+        };
+        if since.elapsed() < self.inner.config.unload_grace {
+            return false;
+        }
+        // Leave the registry first, under its lock, so a new joiner starts a fresh actor; then
+        // refuse whatever is already queued here (joiners retry).
+        let mut rooms = self.inner.rooms();
+        if !rx.is_empty() {
+            return false;
+        }
+        rooms.remove(&self.name);
+        rx.close();
+        true
+    }
+
+    fn unload(mut self, mut rx: mpsc::Receiver<RoomMsg>) {
+        {
+            let mut rooms = self.inner.rooms();
+            if rooms.get(&self.name).is_some_and(|h| h.id == self.id) {
+                rooms.remove(&self.name);
+            }
+        }
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            // Joins queued before the close get no reply; their connections retry.
+            drop(msg);
+        }
+        for (_, c) in self.conns.drain() {
+            let _ = c.tx.try_send(Outgoing::Close(1001, "room closed".into()));
+        }
+        match self.log.compact_with(&self.doc) {
+            Ok(c) => {
+                tracing::info!(room = %self.name, merged = c.merged, bytes = c.snapshot_bytes, "room flushed and unloaded")
+            }
+            Err(e) => tracing::warn!(room = %self.name, error = %e, "compaction at unload failed"),
+        }
+        self.inner
+            .live_rooms
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

@@ -1,0 +1,157 @@
+//! Test support: an in-process server on a loopback port, fast-retrying sessions, Node peers.
+#![allow(dead_code, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use spike_collab::{Session, SessionConfig};
+use spike_server::{Server, ServerConfig};
+use tokio::sync::oneshot;
+
+/// Generous: the machine is a loaded 2-core box. Waits end as soon as their condition holds.
+pub const T: Duration = Duration::from_secs(60);
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Logs to the test's captured output (`RUST_LOG` to change the level; warnings by default).
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub server: Server,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), spike_server::ServerError>>,
+}
+
+impl TestServer {
+    pub async fn start(config: ServerConfig) -> Self {
+        Self::start_at("127.0.0.1:0".parse().expect("loopback address"), config).await
+    }
+
+    pub async fn start_at(addr: SocketAddr, config: ServerConfig) -> Self {
+        trace();
+        let listener = bind(addr).await;
+        let addr = listener.local_addr().expect("bound address");
+        let server = Server::new(config).expect("server");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            server,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/rooms", self.addr)
+    }
+
+    /// Graceful stop: closes connections and flushes every room.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(T, &mut self.task).await;
+    }
+}
+
+/// Binds, retrying while the port is still held by a server that is shutting down.
+async fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("binding {addr}: {e}"),
+        }
+    }
+}
+
+pub fn config(dir: &Path) -> ServerConfig {
+    let mut c = ServerConfig::new(dir);
+    c.unload_grace = Duration::from_millis(200);
+    c
+}
+
+/// A session that retries fast (5–100 ms), so reconnection tests do not wait long.
+pub fn session(url: &str, room: &str) -> SessionConfig {
+    let mut c = SessionConfig::new(url, room);
+    c.min_backoff = Duration::from_millis(5);
+    c.max_backoff = Duration::from_millis(100);
+    c
+}
+
+pub fn open(config: SessionConfig) -> Session {
+    Session::open(config).expect("session")
+}
+
+/// `<workspace>/tests/node`, with a clear failure when its packages are not installed.
+pub fn node_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node");
+    assert!(
+        dir.join("node_modules/yjs").exists() && dir.join("node_modules/y-websocket").exists(),
+        "{}/node_modules is missing yjs/y-websocket: run `cargo xtask setup` (or `npm ci \
+         --ignore-scripts` in tests/node) first",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs a Node script from tests/node and returns its stdout; fails with its stderr.
+pub async fn node(script: &str, args: &[&str]) -> Result<String, String> {
+    let dir = node_dir();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(&dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("node {script} took over 120 s"))?
+    .map_err(|e| format!("starting node: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "node {script} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A free loopback port (for servers that must be told one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until a TCP connection to `addr` succeeds.
+pub async fn wait_listening(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + T;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
