@@ -1,4 +1,4 @@
-//! The project's tasks: `cargo xtask test | run | bench | check-swc`.
+//! The project's tasks: `cargo xtask test | run | e2e | ui | bench | check-swc | example`.
 //!
 //! `test` installs what the tests need and is missing (npm packages for the peers and the corpus,
 //! cargo tools), then runs the format check, clippy, the swc single-version check and every test
@@ -16,16 +16,23 @@ fn main() -> anyhow::Result<()> {
     let root = root()?;
     match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
-        Some("run") => run(&root, &args[1..]),
+        Some("run") => run_app(&root, &args[1..]),
+        Some("example") => run(&root, &args[1..]),
+        Some("e2e") => e2e(&root, &args[1..]),
+        Some("ui") => build_ui(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("check-swc") => check_swc(&root),
         Some("setup") => setup(&root),
+        Some("fuzz-rooms") => fuzz_rooms(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test       install what the tests need, then fmt, clippy, check-swc and every test\n  \
-                 run        build and run the main job on the embedded example project\n  \
+                 run        build the UI and the desktop app, and open it on the example room\n  \
+                 e2e        build the app and run the end-to-end suite under Xvfb (tauri-driver)\n  \
+                 ui         install the UI's npm packages and build ui/dist (vendored React too)\n  \
+                 example    write the example project to target/spike-example with the CLI\n  \
                  bench      release-build benchmarks against esbuild, @swc/core and Prettier\n  \
                  check-swc  fail if the build holds two versions of any swc crate\n  \
                  setup      only install what the tests need"
@@ -101,6 +108,13 @@ fn cargo_has(sub: &str) -> bool {
 
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     setup(root)?;
+    // The desktop shell is a workspace member: clippy and nextest below build it, and it embeds
+    // ui/dist, so the system libraries and the UI build come first.
+    ensure_apt()?;
+    build_ui(root)?;
+    sh(Command::new("npm")
+        .args(["test", "--silent"])
+        .current_dir(root.join("ui")))?;
     sh(cargo().args(["fmt", "--all", "--check"]).current_dir(root))?;
     check_swc(root)?;
     sh(cargo()
@@ -120,6 +134,7 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     sh(cargo()
         .args(["test", "--workspace", "--doc"])
         .current_dir(root))?;
+    e2e(root, &[])?;
     eprintln!("all checks and tests passed");
     Ok(())
 }
@@ -131,6 +146,167 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
         .arg(&dir)
         .args(extra)
         .current_dir(root))
+}
+
+/// The Debian packages the desktop app builds against (webkit2gtk, gtk-3, soup-3) and the ones
+/// its end-to-end tests use (Xvfb, WebKitWebDriver, ImageMagick's `import` for screenshots).
+const APT_PACKAGES: &[&str] = &[
+    "libwebkit2gtk-4.1-dev",
+    "build-essential",
+    "pkg-config",
+    "xvfb",
+    "xauth",
+    "webkit2gtk-driver",
+    "imagemagick",
+];
+
+/// Installs the missing [`APT_PACKAGES`] (Debian/Ubuntu, as root). Elsewhere it does nothing:
+/// macOS and Windows ship their webviews.
+fn ensure_apt() -> anyhow::Result<()> {
+    if !cfg!(target_os = "linux") || !have("dpkg", "--version") {
+        return Ok(());
+    }
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            // `dpkg -s` succeeds for removed-but-configured packages too; check the status line.
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        bail!(
+            "missing system packages; install them as root:\n  apt-get install -y \
+             --no-install-recommends {}",
+            missing.join(" ")
+        );
+    }
+    sh(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// `npm ci` in ui/ when the lock is newer than the install, then `npm run build` (vendors React
+/// into ui/public/vendor, type-checks, builds ui/dist).
+fn build_ui(root: &Path) -> anyhow::Result<()> {
+    if !have("node", "--version") || !have("npm", "--version") {
+        bail!("the UI needs Node.js 20+ and npm on PATH");
+    }
+    let ui = root.join("ui");
+    let installed = ui.join("node_modules/.package-lock.json");
+    let lock = ui.join("package-lock.json");
+    let fresh = match (installed.metadata(), lock.metadata()) {
+        (Ok(i), Ok(l)) => i.modified().ok() >= l.modified().ok(),
+        _ => false,
+    };
+    if !fresh {
+        // --ignore-scripts: nothing from the registry runs code at install time.
+        sh(Command::new("npm")
+            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
+            .current_dir(&ui))?;
+    }
+    sh(Command::new("npm").args(["run", "build"]).current_dir(&ui))
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR` or `<root>/target`).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Builds the UI and the debug desktop app; returns the app binary.
+fn build_app(root: &Path) -> anyhow::Result<PathBuf> {
+    ensure_apt()?;
+    build_ui(root)?;
+    sh(cargo()
+        .args(["build", "-p", "spike-desktop"])
+        .current_dir(root))?;
+    let exe = target_dir(root)
+        .join("debug")
+        .join(format!("spike-desktop{}", std::env::consts::EXE_SUFFIX));
+    if !exe.is_file() {
+        bail!("the build did not produce {}", exe.display());
+    }
+    Ok(exe)
+}
+
+/// `cargo xtask run`: the desktop app on the example room (seeded on first start, kept in the app
+/// data directory; `SPIKE_DATA_DIR` and `SPIKE_ROOM` override where and which).
+fn run_app(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    let exe = build_app(root)?;
+    sh(Command::new(exe).args(extra).current_dir(root))
+}
+
+/// `cargo xtask e2e`: the end-to-end suite (tests/e2e, pytest + selenium) against the real app
+/// under Xvfb, through tauri-driver and WebKitWebDriver. Screenshots of every step land in
+/// `<target>/e2e/`.
+fn e2e(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    let exe = build_app(root)?;
+    if !have("tauri-driver", "--help") {
+        sh(cargo().args(["install", "tauri-driver", "--locked"]))?;
+    }
+    let venv = root.join(".e2e/venv");
+    let python = venv.join("bin/python");
+    let requirements = root.join("tests/e2e/requirements.txt");
+    let stamp = venv.join(".requirements");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        if !python.is_file() {
+            sh(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+        sh(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements))?;
+        std::fs::write(&stamp, &wanted).context("writing the venv stamp")?;
+    }
+    let artifacts = target_dir(root).join("e2e");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    // Always on a virtual screen when Xvfb is there (CI, and no windows popping up on a
+    // developer's desktop); otherwise on the current display.
+    let xvfb = Command::new("sh")
+        .args(["-c", "command -v xvfb-run"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut cmd = if xvfb {
+        let mut c = Command::new("xvfb-run");
+        c.args(["-a", "-s", "-screen 0 1680x1000x24"]).arg(&python);
+        c
+    } else {
+        Command::new(&python)
+    };
+    cmd.args(["-m", "pytest", "tests/e2e", "-v", "-p", "no:cacheprovider"])
+        .args(extra)
+        .env("SPIKE_APP", &exe)
+        .env("SPIKE_E2E_ARTIFACTS", &artifacts)
+        .current_dir(root);
+    sh(&mut cmd)?;
+    eprintln!("e2e screenshots: {}", artifacts.display());
+    Ok(())
 }
 
 fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
@@ -193,4 +369,25 @@ fn check_swc(root: &Path) -> anyhow::Result<()> {
     }
     eprintln!("check-swc: {} swc crates, one version each", versions.len());
     Ok(())
+}
+
+/// `cargo xtask fuzz-rooms [SEEDS] [FIRST_SEED]`: the randomized multi-client room sessions of
+/// `crates/spike-server/tests/random.rs` over many seeds (default 5000 from seed 1000; CI runs
+/// 200 from 1), release-built. A failure prints the seed and how to replay it.
+fn fuzz_rooms(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    let seeds = extra.first().map_or("5000", String::as_str);
+    let first = extra.get(1).map_or("1000", String::as_str);
+    sh(cargo()
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "spike-server",
+            "--test",
+            "random",
+        ])
+        .args(["--", "--nocapture"])
+        .env("SPIKE_FUZZ_SEEDS", seeds)
+        .env("SPIKE_FUZZ_FIRST_SEED", first)
+        .current_dir(root))
 }

@@ -1,0 +1,99 @@
+//! The app's commands: thin wrappers over [`crate::room::Room`] and [`crate::preview::Preview`].
+//! Every one is listed in `build.rs` (the app manifest) and allowed for the `main` window only
+//! (`capabilities/main.json`).
+
+use tauri::ipc::{Channel, InvokeBody, InvokeResponseBody, Request, Response};
+use tauri::State;
+
+use crate::{DesktopError, Shell, ShellEvent};
+
+/// Connects the editor's Yjs replica: `updates` receives every later update that does not come
+/// from the UI (raw lib0 v1 bytes, an `ArrayBuffer` in JS), `events` receives diagnostics and the
+/// preview's console and errors. Returns the whole room as one update (raw bytes).
+#[tauri::command]
+pub fn open_room(
+    shell: State<'_, Shell>,
+    updates: Channel<InvokeResponseBody>,
+    events: Channel<ShellEvent>,
+) -> Result<Response, DesktopError> {
+    let state = shell.room.attach_ui(Box::new(move |update| {
+        if let Err(e) = updates.send(InvokeResponseBody::Raw(update)) {
+            tracing::warn!("sending an update to the UI failed: {e}");
+        }
+    }));
+    shell.set_events(events);
+    shell.changed(shell.room.paths());
+    shell.emit_status();
+    tracing::info!(
+        room = shell.room.name(),
+        bytes = state.len(),
+        "UI replica attached"
+    );
+    Ok(Response::new(state))
+}
+
+/// Applies an update the UI replica made. The body is the raw update (lib0 v1), not JSON.
+/// Errors: `bad-request` for a JSON body or an oversized update, `collab` for one that does not
+/// decode or apply.
+#[tauri::command]
+pub fn push_update(shell: State<'_, Shell>, request: Request<'_>) -> Result<(), DesktopError> {
+    match request.body() {
+        InvokeBody::Raw(bytes) => shell.room.apply_from_ui(bytes),
+        InvokeBody::Json(_) => Err(DesktopError::BadRequest(
+            "push_update takes the raw update bytes as the body".into(),
+        )),
+    }
+}
+
+/// Creates a file. Errors: invalid path, existing file.
+#[tauri::command]
+pub fn create_file(
+    shell: State<'_, Shell>,
+    path: String,
+    text: String,
+) -> Result<(), DesktopError> {
+    shell.room.create_file(&path, &text)
+}
+
+/// Renames a file. Errors: no such file, invalid or existing target.
+#[tauri::command]
+pub fn rename_file(shell: State<'_, Shell>, from: String, to: String) -> Result<(), DesktopError> {
+    shell.room.rename_file(&from, &to)
+}
+
+/// Deletes a file. Errors: no such file.
+#[tauri::command]
+pub fn delete_file(shell: State<'_, Shell>, path: String) -> Result<(), DesktopError> {
+    shell.room.delete_file(&path)
+}
+
+/// Formats a file in place (as minimal CRDT edits). Returns whether it changed.
+/// Errors: `format` with the syntax errors' diagnostics, `collab` for no such file.
+#[tauri::command]
+pub async fn format_file(shell: State<'_, Shell>, path: String) -> Result<bool, DesktopError> {
+    shell.room.format_file(&path)
+}
+
+/// Re-renders the preview from scratch (a new generation of every module).
+#[tauri::command]
+pub fn preview_reload(shell: State<'_, Shell>) -> Result<u64, DesktopError> {
+    shell.render_preview()
+}
+
+/// Publishes where this user's cursor is: `file` (or none), `anchor` and `head` in UTF-16 code
+/// units. Errors: `bad-request` for a path longer than the room allows.
+#[tauri::command]
+pub fn set_cursor(
+    shell: State<'_, Shell>,
+    file: Option<String>,
+    anchor: u32,
+    head: u32,
+) -> Result<(), DesktopError> {
+    if file
+        .as_deref()
+        .is_some_and(|f| f.len() > spike_collab::MAX_PATH_BYTES)
+    {
+        return Err(DesktopError::BadRequest("file path too long".into()));
+    }
+    shell.set_cursor(file, anchor, head)
+}

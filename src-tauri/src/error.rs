@@ -1,0 +1,94 @@
+//! The one error type every command returns.
+
+use serde::ser::SerializeStruct;
+
+/// Why a command failed. Serialized to the UI as `{ kind, message, diagnostics }`, where
+/// `diagnostics` is non-empty only for syntax errors (the list spike-transpile or spike-format
+/// found, 1-based lines and character columns).
+#[derive(Debug, thiserror::Error)]
+pub enum DesktopError {
+    /// The source does not transpile.
+    #[error(transparent)]
+    Transpile(#[from] spike_transpile::TranspileError),
+    /// The source does not format (usually a syntax error).
+    #[error(transparent)]
+    Format(#[from] spike_format::FormatError),
+    /// The room document or its update log refused the operation.
+    #[error(transparent)]
+    Collab(#[from] spike_collab::CollabError),
+    /// Tauri failed (window, webview or IPC).
+    #[error(transparent)]
+    Tauri(#[from] tauri::Error),
+    /// A file system operation failed (app data directory, logs).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An IPC argument is malformed or too large.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl DesktopError {
+    /// A stable machine-readable name of the variant, for the UI.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DesktopError::Transpile(_) => "transpile",
+            DesktopError::Format(_) => "format",
+            DesktopError::Collab(_) => "collab",
+            DesktopError::Tauri(_) => "tauri",
+            DesktopError::Io { .. } => "io",
+            DesktopError::BadRequest(_) => "bad-request",
+        }
+    }
+
+    /// The syntax errors behind a transpile or format failure (empty for every other kind).
+    pub fn diagnostics(&self) -> Vec<spike_transpile::Diagnostic> {
+        match self {
+            DesktopError::Transpile(e) => e.diagnostics(),
+            DesktopError::Format(spike_format::FormatError::Syntax(d)) => d.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl serde::Serialize for DesktopError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("DesktopError", 3)?;
+        s.serialize_field("kind", self.kind())?;
+        s.serialize_field("message", &self.to_string())?;
+        s.serialize_field("diagnostics", &self.diagnostics())?;
+        s.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_kind_message_and_diagnostics() {
+        let err = spike_transpile::transpile(
+            "const x = ;\n",
+            &spike_transpile::TranspileOptions::new("App.tsx"),
+        )
+        .expect_err("a syntax error");
+        let json = serde_json::to_value(DesktopError::from(err)).expect("serializes");
+        assert_eq!(json["kind"], "transpile");
+        assert_eq!(json["diagnostics"][0]["line"], 1);
+        assert_eq!(json["diagnostics"][0]["file"], "App.tsx");
+        assert_eq!(json["diagnostics"][0]["severity"], "error");
+    }
+
+    #[test]
+    fn bad_request_has_no_diagnostics() {
+        let json = serde_json::to_value(DesktopError::BadRequest("too big".into())).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "bad-request", "message": "bad request: too big", "diagnostics": []})
+        );
+    }
+}

@@ -1,0 +1,80 @@
+// The connection to the Tauri shell: the only module that calls IPC.
+//
+// The shell holds the authoritative room document; this replica exchanges binary Yjs updates
+// with it like a network peer: raw bytes both ways (a raw invoke body up, a Channel of
+// ArrayBuffers down), never JSON arrays of numbers.
+
+import { Channel, invoke } from "@tauri-apps/api/core";
+import * as Y from "yjs";
+
+import type { ShellEvent } from "./types";
+
+/** Transaction origin of updates that came from the shell (not echoed back, not undoable). */
+export const SHELL_ORIGIN = Symbol("shell");
+
+/** Runs IPC calls one after another, so an edit always reaches the shell before a format. */
+class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(task, task);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+function bytes(data: unknown): Uint8Array {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (data instanceof Uint8Array) return data;
+  if (Array.isArray(data)) return Uint8Array.from(data as number[]);
+  throw new Error(`expected binary data from the shell, got ${typeof data}`);
+}
+
+export class Shell {
+  private queue = new SerialQueue();
+
+  private constructor(readonly doc: Y.Doc) {}
+
+  /** Opens the room: applies the shell's state to `doc` and keeps the two in sync. */
+  static async connect(doc: Y.Doc, onEvent: (e: ShellEvent) => void): Promise<Shell> {
+    const shell = new Shell(doc);
+    const updates = new Channel<ArrayBuffer>((data) => {
+      Y.applyUpdate(doc, bytes(data), SHELL_ORIGIN);
+    });
+    const events = new Channel<ShellEvent>(onEvent);
+    const state = await invoke<ArrayBuffer>("open_room", { updates, events });
+    Y.applyUpdate(doc, bytes(state), SHELL_ORIGIN);
+    doc.on("update", (update: Uint8Array, origin: unknown) => {
+      if (origin === SHELL_ORIGIN) return;
+      shell.queue
+        .run(() => invoke("push_update", update))
+        .catch((e) => console.error("the shell refused an update", e));
+    });
+    return shell;
+  }
+
+  createFile(path: string, text = ""): Promise<void> {
+    return this.queue.run(() => invoke("create_file", { path, text }));
+  }
+
+  renameFile(from: string, to: string): Promise<void> {
+    return this.queue.run(() => invoke("rename_file", { from, to }));
+  }
+
+  deleteFile(path: string): Promise<void> {
+    return this.queue.run(() => invoke("delete_file", { path }));
+  }
+
+  /** Formats `path` in the shell; the result arrives as an ordinary update. */
+  formatFile(path: string): Promise<boolean> {
+    return this.queue.run(() => invoke<boolean>("format_file", { path }));
+  }
+
+  /** Publishes this user's cursor (not queued behind edits: it is only a hint). */
+  setCursor(file: string | null, anchor: number, head: number): Promise<void> {
+    return invoke("set_cursor", { file, anchor, head });
+  }
+
+  reloadPreview(): Promise<number> {
+    return this.queue.run(() => invoke<number>("preview_reload"));
+  }
+}
