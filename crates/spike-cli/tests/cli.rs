@@ -200,7 +200,10 @@ fn fmt_stdin_reports_syntax_errors() {
         "let a = 1 +;\n",
     );
     assert_eq!((code, out.as_str()), (1, ""));
-    assert!(err.starts_with("x.tsx:1:12: error: Expression expected"), "{err}");
+    assert!(
+        err.starts_with("x.tsx:1:12: error: Expression expected"),
+        "{err}"
+    );
 }
 
 #[test]
