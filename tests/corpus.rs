@@ -13,7 +13,7 @@ use std::{
 
 use spike_format::{format, FormatConfig};
 use spike_tests as support;
-use spike_transpile::{transpile, TranspileOptions};
+use spike_transpile::TranspileOptions;
 
 /// Files known to fail, with the reason. Empty: every corpus file is expected to pass.
 const EXPECTED_FAILURES: &[(&str, &str)] = &[];
@@ -117,12 +117,7 @@ fn formatting_is_idempotent_and_keeps_the_program() {
     let files = corpus();
     let config = FormatConfig::default();
     let compare = |name: &str, text: &str| {
-        transpile(
-            text,
-            &TranspileOptions::new(name).with_minify_whitespace(true),
-        )
-        .map(|t| t.code)
-        .map_err(|e| format!("{name}: {e}"))
+        spike_format::program_text(name, text).map_err(|e| format!("{name}: {e}"))
     };
     let errors = par_check(&files, |_, path| {
         let name = path.to_string_lossy();

@@ -315,6 +315,26 @@ fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
         .args(["run", "--release", "-p", "spike-bench", "--"])
         .arg(node_dir(root))
         .args(extra)
+        .current_dir(root))?;
+    // Rooms: spike-server against @y/websocket-server and Hocuspocus under the same load (1,000
+    // clients in 100 rooms by default), then an editing-trace replay. See crates/spike-loadgen.
+    sh(cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "spike-server",
+            "-p",
+            "spike-loadgen",
+        ])
+        .current_dir(root))?;
+    let release = target_dir(root).join("release");
+    let exe = |name: &str| release.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    sh(Command::new(exe("spike-loadgen"))
+        .arg("--node-dir")
+        .arg(node_dir(root))
+        .arg("--spike-server")
+        .arg(exe("spike-server"))
         .current_dir(root))
 }
 

@@ -37,9 +37,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let out_dir = args.dir.join("dist");
     let transpile_args = transpile::Args::for_example(src.clone(), out_dir.clone());
-    let inputs = files::expand(std::slice::from_ref(&src), false)?;
-    let outcomes = transpile::transpile_all(&transpile_args, inputs);
     let mut failed = 0;
+    let inputs = files::expand(std::slice::from_ref(&src), false, &mut failed)?;
+    let outcomes = transpile::transpile_all(&transpile_args, inputs);
     for o in &outcomes {
         match &o.result {
             Ok(t) => {
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
 
     let started = Instant::now();
-    let inputs = files::expand(std::slice::from_ref(&src), true)?;
+    let inputs = files::expand(std::slice::from_ref(&src), true, &mut failed)?;
     let statuses = fmt::format_all(&inputs);
     let mut unformatted = 0;
     for (input, status) in inputs.iter().zip(&statuses) {

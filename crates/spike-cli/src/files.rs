@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use spike_transpile::SourceKind;
 
@@ -17,7 +17,13 @@ pub struct Input {
 /// and hidden files; only files with a supported extension are kept, and `.d.ts` files only when
 /// `declarations` is true. A file named explicitly is kept whatever its extension, so that the
 /// caller reports it as unsupported.
-pub fn expand(paths: &[PathBuf], declarations: bool) -> anyhow::Result<Vec<Input>> {
+///
+/// Folders that cannot be read are reported on stderr and counted in `walk_errors`.
+pub fn expand(
+    paths: &[PathBuf],
+    declarations: bool,
+    walk_errors: &mut usize,
+) -> anyhow::Result<Vec<Input>> {
     let mut out = Vec::new();
     for root in paths {
         if root.is_file() {
@@ -37,7 +43,15 @@ pub fn expand(paths: &[PathBuf], declarations: bool) -> anyhow::Result<Vec<Input
         let walker = ignore::WalkBuilder::new(root).require_git(false).build();
         let mut found = Vec::new();
         for entry in walker {
-            let entry = entry.with_context(|| format!("walking {}", root.display()))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                // An unreadable folder is one failure among the files, not the end of the run.
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    *walk_errors += 1;
+                    continue;
+                }
+            };
             let path = entry.path();
             if !entry.file_type().is_some_and(|t| t.is_file()) || !is_source(path, declarations) {
                 continue;

@@ -87,9 +87,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(name) = &args.stdin_filepath {
         return stdin(name);
     }
-    let inputs = files::expand(&args.paths, true)?;
-    let statuses = format_all(&inputs);
     let (mut changed, mut failed) = (0, 0);
+    let inputs = files::expand(&args.paths, true, &mut failed)?;
+    let statuses = format_all(&inputs);
+    let mut reported = std::collections::HashSet::new();
     for (input, status) in inputs.iter().zip(statuses) {
         match status {
             Status::Unchanged => {}
@@ -104,7 +105,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Status::Failed(e) => {
                 failed += 1;
-                eprintln!("{e}");
+                // A bad configuration fails every file under it: say so once.
+                let message = e.to_string();
+                if !matches!(
+                    e,
+                    FormatError::Config { .. } | FormatError::ConfigSyntax { .. }
+                ) || reported.insert(message.clone())
+                {
+                    eprintln!("{message}");
+                }
             }
         }
     }

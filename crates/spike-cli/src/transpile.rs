@@ -57,7 +57,7 @@ pub struct Args {
     /// Fragment factory for the classic runtime.
     #[arg(long, default_value = "React.Fragment")]
     jsx_fragment: String,
-    /// ECMAScript version of the output: es2017 … es2022, esnext.
+    /// ECMAScript version of the output: es2018 … es2022, esnext.
     #[arg(long, default_value = "es2022")]
     target: Target,
     /// Source maps.
@@ -112,8 +112,12 @@ pub fn transpile_all(args: &Args, inputs: Vec<files::Input>) -> Vec<Outcome> {
         .into_par_iter()
         .map(|input| {
             let name = input.path.to_string_lossy().into_owned();
+            let mut options = args.options(name.clone());
+            if let Some(source) = args.out_dir.as_deref().and_then(|d| map_source(d, &input)) {
+                options = options.with_source_map_source(source);
+            }
             let (bytes_in, result) = match std::fs::read(&input.path) {
-                Ok(bytes) => (bytes.len(), transpile_bytes(&bytes, &args.options(name))),
+                Ok(bytes) => (bytes.len(), transpile_bytes(&bytes, &options)),
                 Err(e) => (
                     0,
                     Err(TranspileError::Internal {
@@ -136,10 +140,20 @@ pub fn transpile_all(args: &Args, inputs: Vec<files::Input>) -> Vec<Outcome> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let inputs = files::expand(&args.paths, false)?;
-    let single_to_stdout = args.out_dir.is_none() && inputs.len() == 1 && args.paths[0].is_file();
-    let outcomes = transpile_all(&args, inputs);
     let mut failed = 0;
+    let inputs = files::expand(&args.paths, false, &mut failed)?;
+    let single_to_stdout = args.out_dir.is_none() && inputs.len() == 1 && args.paths[0].is_file();
+    if let Some(dir) = &args.out_dir {
+        let conflicts = output_conflicts(dir, &inputs);
+        if !conflicts.is_empty() {
+            for c in &conflicts {
+                eprintln!("error: {c}");
+            }
+            eprintln!("nothing was written");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let outcomes = transpile_all(&args, inputs);
     let (mut bytes_in, mut bytes_out) = (0, 0);
     for outcome in &outcomes {
         match &outcome.result {
@@ -180,6 +194,53 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Outputs that would overwrite an input, or that two inputs would both write (`a.ts` and `a.tsx`
+/// both become `a.js`).
+fn output_conflicts(dir: &Path, inputs: &[files::Input]) -> Vec<String> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let sources: std::collections::HashSet<PathBuf> =
+        inputs.iter().map(|i| canonical(&i.path)).collect();
+    let mut writers: std::collections::HashMap<PathBuf, &Path> = Default::default();
+    let mut conflicts = Vec::new();
+    for input in inputs {
+        let out = output_path(dir, &input.relative);
+        let resolved = out
+            .parent()
+            .map(|p| canonical(p).join(out.file_name().unwrap_or_default()))
+            .unwrap_or_else(|| out.clone());
+        if sources.contains(&resolved) {
+            conflicts.push(format!(
+                "{} would overwrite the input file {}",
+                out.display(),
+                input.path.display()
+            ));
+        }
+        if let Some(first) = writers.insert(resolved, &input.path) {
+            conflicts.push(format!(
+                "{} and {} would both be written to {}",
+                first.display(),
+                input.path.display(),
+                out.display()
+            ));
+        }
+    }
+    conflicts
+}
+
+/// The input as a source map beside its output names it: relative to the output's folder.
+fn map_source(dir: &Path, input: &files::Input) -> Option<String> {
+    let out = std::path::absolute(output_path(dir, &input.relative)).ok()?;
+    let source = std::path::absolute(&input.path).ok()?;
+    let relative = pathdiff::diff_paths(source, out.parent()?)?;
+    Some(relative.to_string_lossy().replace('\\', "/"))
+}
+
+fn output_path(dir: &Path, relative: &Path) -> PathBuf {
+    dir.join(spike_transpile::output_file_name(
+        &relative.to_string_lossy(),
+    ))
 }
 
 pub fn write_output(dir: &Path, relative: &Path, t: &Transpiled) -> anyhow::Result<()> {

@@ -93,7 +93,16 @@ fn a_folder_goes_to_out_dir_respecting_gitignore() {
             && app.ends_with("//# sourceMappingURL=App.js.map\n"),
         "{app}"
     );
-    assert!(dir.path().join("dist/App.js.map").is_file());
+    let map = std::fs::read_to_string(dir.path().join("dist/App.js.map")).expect("App.js.map");
+    assert!(
+        map.contains("\"sources\":[\"../src/App.tsx\"]") && map.contains("\"file\":\"App.js\""),
+        "{map}"
+    );
+    let nested = std::fs::read_to_string(dir.path().join("dist/lib/x.js.map")).expect("x.js.map");
+    assert!(
+        nested.contains("\"sources\":[\"../../src/lib/x.ts\"]"),
+        "{nested}"
+    );
     assert!(dir.path().join("dist/lib/x.js").is_file());
     assert!(!dir.path().join("dist/ignored").exists());
     assert!(!dir.path().join("dist/types.js").exists());
@@ -215,4 +224,44 @@ fn example_writes_transpiles_and_checks_the_project() {
     let app = std::fs::read_to_string(dir.path().join("proj/dist/App.js")).expect("App.js");
     assert!(app.contains("//# sourceMappingURL=data:application/json;base64,"));
     assert!(dir.path().join("proj/dist/components/Counter.js").is_file());
+}
+
+#[test]
+fn out_dir_never_overwrites_inputs_or_writes_one_output_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "src/comp.js", "export const x = 1;\n");
+    let (code, _, err) = spike(&["transpile", "src", "--out-dir", "src"], dir.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("would overwrite the input file"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("src/comp.js")).expect("read"),
+        "export const x = 1;\n"
+    );
+    write(dir.path(), "two/a.ts", "export const a = 1;\n");
+    write(dir.path(), "two/a.tsx", "export const b = 2;\n");
+    let (code, _, err) = spike(&["transpile", "two", "--out-dir", "out"], dir.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("would both be written to out/a.js"), "{err}");
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn an_unreadable_folder_is_one_error_not_the_end_of_the_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mix/ok.ts", "export const a: number = 1;\n");
+    write(dir.path(), "mix/locked/b.ts", "export const b = 2;\n");
+    let locked = dir.path().join("mix/locked");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    // Root reads everything: only a real permission failure can be tested as another user.
+    let readable = std::fs::read_dir(&locked).is_ok();
+    let (code, _, err) = spike(&["transpile", "mix", "--out-dir", "out"], dir.path());
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert!(dir.path().join("out/ok.js").is_file(), "{err}");
+    if readable {
+        assert_eq!(code, 0, "{err}");
+    } else {
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("Permission denied"), "{err}");
+    }
 }

@@ -90,11 +90,11 @@ pub enum FormatError {
         limit: usize,
     },
     /// A configuration file has an unknown property or a bad value.
-    #[error("{file}: format.{property}: {message}")]
+    #[error("{file}: {property}: {message}")]
     Config {
         /// The configuration file.
         file: String,
-        /// The property (dprint's name), e.g. `quoteStyle`.
+        /// The property as written in the file, e.g. `format.quoteStyle` in spike.json.
         property: String,
         /// What is wrong with it.
         message: String,
@@ -110,6 +110,13 @@ pub enum FormatError {
         column: usize,
         /// What the JSON parser said.
         message: String,
+    },
+    /// The formatter's output would do something else than the source (a formatter bug); the
+    /// source is left as it is.
+    #[error("{file}: error: formatting would change what the program does, so the file is left as it is (please report it)")]
+    ChangesProgram {
+        /// The file name given.
+        file: String,
     },
     /// The formatter failed on input that parses (a bug in the formatter, not in the source).
     #[error("{file}: the formatter failed: {message}")]
@@ -158,15 +165,23 @@ fn prettier_defaults() -> ConfigKeyMap {
 impl Default for FormatConfig {
     fn default() -> Self {
         // The defaults are ours and known to resolve without diagnostics (tested below).
-        Self::from_overrides(ConfigKeyMap::new(), "<defaults>").unwrap_or_else(|_| FormatConfig {
-            dprint: dprint_plugin_typescript::configuration::ConfigurationBuilder::new().build(),
-            source: None,
+        Self::from_overrides(ConfigKeyMap::new(), "<defaults>", "").unwrap_or_else(|_| {
+            FormatConfig {
+                dprint: dprint_plugin_typescript::configuration::ConfigurationBuilder::new()
+                    .build(),
+                source: None,
+            }
         })
     }
 }
 
 impl FormatConfig {
-    fn from_overrides(overrides: ConfigKeyMap, file: &str) -> Result<Self, FormatError> {
+    /// `prefix` is where the overrides sit in `file` (`format.` in spike.json), for error messages.
+    fn from_overrides(
+        overrides: ConfigKeyMap,
+        file: &str,
+        prefix: &str,
+    ) -> Result<Self, FormatError> {
         let mut map = prettier_defaults();
         map.extend(overrides);
         let global = resolve_global_config(&mut map);
@@ -179,9 +194,22 @@ impl FormatConfig {
         {
             return Err(FormatError::Config {
                 file: file.to_owned(),
-                property: d.property_name,
+                property: format!("{prefix}{}", d.property_name),
                 message: d.message,
             });
+        }
+        // dprint accepts these and then breaks every line or indents nothing.
+        for (property, value) in [
+            ("lineWidth", resolved.config.line_width),
+            ("indentWidth", u32::from(resolved.config.indent_width)),
+        ] {
+            if value == 0 {
+                return Err(FormatError::Config {
+                    file: file.to_owned(),
+                    property: format!("{prefix}{property}"),
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         Ok(FormatConfig {
             dprint: resolved.config,
@@ -197,7 +225,7 @@ impl FormatConfig {
     /// property or a bad value.
     pub fn from_json(json: &str, file: &str) -> Result<Self, FormatError> {
         let overrides: ConfigKeyMap = parse_json(json, file)?;
-        Self::from_overrides(overrides, file)
+        Self::from_overrides(overrides, file, "")
     }
 
     /// Looks for `spike.json` (its `format` object) or `.spike/format.json` in `dir` and its
@@ -224,7 +252,8 @@ impl FormatConfig {
                         })
                     }
                 };
-                return Self::from_overrides(overrides, &name).map(|c| c.with_source(spike_json));
+                return Self::from_overrides(overrides, &name, "format.")
+                    .map(|c| c.with_source(spike_json));
             }
             let format_json = dir.join(".spike").join("format.json");
             if format_json.is_file() {
@@ -267,12 +296,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(json: &str, file: &str) -> Result<
 /// Formats one file. `path` picks the language by its extension and names the file in errors.
 ///
 /// Returns `Ok(None)` when the source is already formatted. The result is a fixed point:
-/// formatting it again returns `Ok(None)`. A file containing `// dprint-ignore-file` is left alone.
+/// formatting it again returns `Ok(None)`, and it is checked to be the same program as the source
+/// ([`program_text`] of both is equal). A file containing `// dprint-ignore-file` is left alone.
 ///
 /// # Errors
 /// [`FormatError::Syntax`] with every syntax error (file, line, column, source line),
 /// [`FormatError::UnsupportedExtension`], [`FormatError::TooLarge`] (the transpiler's limit, 16 MiB),
-/// or [`FormatError::Internal`].
+/// [`FormatError::TooDeep`], [`FormatError::ChangesProgram`], or [`FormatError::Internal`].
 pub fn format(
     path: &str,
     source: &str,
@@ -312,7 +342,7 @@ pub fn format(
             limit: MAX_NESTING,
         });
     }
-    spike_transpile::with_large_stack(|| {
+    let formatted = spike_transpile::with_large_stack(|| {
         let mut current: Option<String> = None;
         for _ in 0..MAX_PASSES {
             let text = current.as_deref().unwrap_or(source);
@@ -325,7 +355,39 @@ pub fn format(
         // Still changing after MAX_PASSES: return the last pass, which is as stable as dprint gets.
         Ok(current)
     })
-    .map_err(|m| internal(format!("the formatter failed on this input ({m})")))?
+    .map_err(|m| internal(format!("the formatter failed on this input ({m})")))??;
+    if let Some(out) = &formatted {
+        ensure_same_program(path, source, out)?;
+    }
+    Ok(formatted)
+}
+
+/// The program as the transpiler sees it, without whitespace, comments or redundant parentheses;
+/// two sources with the same program text do the same thing.
+///
+/// # Errors
+/// Any [`spike_transpile::TranspileError`] of the source.
+pub fn program_text(path: &str, source: &str) -> Result<String, spike_transpile::TranspileError> {
+    let options = spike_transpile::TranspileOptions::new(path).with_minify_whitespace(true);
+    spike_transpile::transpile(source, &options).map(|t| t.code)
+}
+
+/// Refuses a formatting that changes the program. dprint has been seen to do so: `- -x` printed
+/// as `--x` (a decrement), and whitespace inside JSX text trimmed.
+fn ensure_same_program(path: &str, before: &str, after: &str) -> Result<(), FormatError> {
+    let changed = match (program_text(path, before), program_text(path, after)) {
+        (Ok(a), Ok(b)) => a != b,
+        // The source has semantic errors (duplicate exports, say): the output must at least have
+        // the same ones.
+        (Err(a), Err(b)) => a.diagnostics().len() != b.diagnostics().len(),
+        _ => true,
+    };
+    if changed {
+        return Err(FormatError::ChangesProgram {
+            file: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn format_once(path: &str, text: &str, config: &FormatConfig) -> Result<Option<String>, String> {
@@ -345,7 +407,7 @@ mod tests {
 
     #[test]
     fn defaults_resolve_without_diagnostics() {
-        let c = FormatConfig::from_overrides(ConfigKeyMap::new(), "<defaults>");
+        let c = FormatConfig::from_overrides(ConfigKeyMap::new(), "<defaults>", "");
         assert!(c.is_ok(), "{:?}", c.err());
         assert_eq!(FormatConfig::default().line_width(), 80);
     }
@@ -367,6 +429,14 @@ mod tests {
         match FormatConfig::from_json(r#"{"lineWidht": 100}"#, "spike.json") {
             Err(FormatError::Config { property, .. }) => assert_eq!(property, "lineWidht"),
             other => panic!("expected a config error, got {other:?}"),
+        }
+        for zero in [r#"{"lineWidth": 0}"#, r#"{"indentWidth": 0}"#] {
+            match FormatConfig::from_json(zero, "x.json") {
+                Err(e @ FormatError::Config { .. }) => {
+                    assert!(e.to_string().ends_with("Width: must be at least 1"), "{e}")
+                }
+                other => panic!("expected a config error for {zero}, got {other:?}"),
+            }
         }
         match FormatConfig::from_json("{\n  \"lineWidth\": ,\n}", "x.json") {
             Err(FormatError::ConfigSyntax { line, column, .. }) => {

@@ -79,3 +79,30 @@ fn unknown_extensions_are_refused() {
         Err(FormatError::UnsupportedExtension { .. })
     ));
 }
+
+#[test]
+fn a_formatting_that_would_change_the_program_is_refused() {
+    // dprint prints `- -x` as `--x`, a decrement: the file must be left alone, with an error.
+    let src = "let x = 5;\nconst neg = - -x;\nconsole.log(neg, x);\n";
+    match fmt("unary.ts", src) {
+        Err(e @ FormatError::ChangesProgram { .. }) => {
+            assert!(
+                e.to_string()
+                    .starts_with("unary.ts: error: formatting would change"),
+                "{e}"
+            );
+        }
+        other => panic!("expected ChangesProgram, got {other:?}"),
+    }
+    // Whitespace inside JSX text is part of the element's children.
+    let jsx = "export const A = () => <textarea>  two  spaces  </textarea>;\n";
+    assert!(matches!(
+        fmt("t.tsx", jsx),
+        Err(FormatError::ChangesProgram { .. }) | Ok(None)
+    ));
+    // Binary minus before a negation is fine.
+    assert_eq!(
+        fmt("ok.ts", "let y = a - -b\n").ok(),
+        Some(Some("let y = a - -b;\n".to_string()))
+    );
+}

@@ -10,10 +10,10 @@ use swc_core::{
     common::{BytePos, Span, Spanned},
     ecma::{
         ast::{
-            ArrayLit, AutoAccessor, BlockStmt, CallExpr, Callee, Class, Decl, Decorator,
-            DefaultDecl, ExportSpecifier, Expr, JSXElement, JSXExprContainer, JSXFragment, Lit,
-            Module, ModuleDecl, ModuleExportName, ModuleItem, NewExpr, ObjectLit, Param, ParenExpr,
-            Program, Tpl, TsModuleRef, TsParamProp, TsTypeLit, UsingDecl,
+            ArrayLit, AutoAccessor, BinExpr, BinaryOp, BlockStmt, CallExpr, Callee, Class, Decl,
+            Decorator, DefaultDecl, ExportSpecifier, Expr, JSXElement, JSXExprContainer,
+            JSXFragment, Lit, Module, ModuleDecl, ModuleExportName, ModuleItem, NewExpr, ObjectLit,
+            Param, ParenExpr, Program, Tpl, TsModuleRef, TsParamProp, TsTypeLit, UsingDecl,
         },
         utils::find_pat_ids,
         visit::{Visit, VisitWith},
@@ -137,6 +137,9 @@ pub(crate) struct Scan {
     pub using: bool,
     pub parameter_decorators: Vec<Finding>,
     pub dynamic_imports: Vec<String>,
+    /// `#x in obj` brand checks: swc's lowering below ES2022 emits a helper variable out of its
+    /// scope (a `ReferenceError` at run time), so older targets refuse them.
+    pub private_in: Vec<Finding>,
 }
 
 impl Scan {
@@ -192,6 +195,17 @@ impl Visit for Scan {
     fn visit_ts_param_prop(&mut self, p: &TsParamProp) {
         self.parameter(&p.decorators);
         p.visit_children_with(self);
+    }
+    fn visit_bin_expr(&mut self, e: &BinExpr) {
+        if e.op == BinaryOp::In && matches!(&*e.left, Expr::PrivateName(_)) {
+            self.private_in.push(Finding {
+                span: e.span,
+                message: "`#name in object` cannot be lowered below ES2022 yet (swc emits code \
+                          that fails at run time); use --target es2022 or newer"
+                    .into(),
+            });
+        }
+        e.visit_children_with(self);
     }
     fn visit_call_expr(&mut self, call: &CallExpr) {
         if let (Callee::Import(_), Some(arg)) = (&call.callee, call.args.first()) {

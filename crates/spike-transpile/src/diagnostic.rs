@@ -61,15 +61,27 @@ impl Diagnostic {
             .map_or(source.len(), |i| offset + i);
         let line = source[..line_start].matches('\n').count() + 1;
         let column = source[line_start..offset].chars().count() + 1;
+        // One diagnostic is one line of text plus the source line: escape line breaks in the
+        // message and show control characters of the source as U+FFFD.
+        let message: String = message.into();
+        let source_line = source[line_start..line_end]
+            .trim_end_matches('\r')
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect();
         Diagnostic {
             severity: Severity::Error,
-            message: message.into(),
+            message: message.replace('\r', "\\r").replace('\n', "\\n"),
             file: file.to_owned(),
             line,
             column,
-            source_line: source[line_start..line_end]
-                .trim_end_matches('\r')
-                .to_owned(),
+            source_line,
         }
     }
 }
@@ -117,6 +129,13 @@ mod tests {
             d.to_string(),
             "a.ts:2:17: error: Expression expected\n  const é = \"x\" + ;\n                  ^"
         );
+    }
+
+    #[test]
+    fn messages_and_source_lines_stay_on_one_line() {
+        let d = Diagnostic::error_at("a.ts", "a\u{0}b\u{7}c", 2, "got 'x\n'");
+        assert_eq!(d.message, "got 'x\\n'");
+        assert_eq!(d.source_line, "a\u{fffd}b\u{fffd}c");
     }
 
     #[test]

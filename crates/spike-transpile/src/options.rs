@@ -81,9 +81,8 @@ impl Default for JsxRuntime {
 /// The ECMAScript version the output must run on. Syntax newer than the target is lowered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Target {
-    /// ES2017 (async functions are kept; object spread and newer are lowered).
-    Es2017,
-    /// ES2018.
+    /// ES2018, the oldest target: swc cannot lower ES2018's async generators and `for await`, so
+    /// an older target would emit syntax it does not run.
     Es2018,
     /// ES2019.
     Es2019,
@@ -102,8 +101,7 @@ pub enum Target {
 
 impl Target {
     /// All targets, oldest first.
-    pub const ALL: [Target; 7] = [
-        Target::Es2017,
+    pub const ALL: [Target; 6] = [
         Target::Es2018,
         Target::Es2019,
         Target::Es2020,
@@ -115,7 +113,6 @@ impl Target {
     /// The lowercase name used on the command line, e.g. `es2022`.
     pub fn name(self) -> &'static str {
         match self {
-            Target::Es2017 => "es2017",
             Target::Es2018 => "es2018",
             Target::Es2019 => "es2019",
             Target::Es2020 => "es2020",
@@ -134,9 +131,7 @@ impl fmt::Display for Target {
 
 /// Returned when a target name is not one of [`Target::ALL`].
 #[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "unknown target `{0}`: expected one of es2017, es2018, es2019, es2020, es2021, es2022, esnext"
-)]
+#[error("unknown target `{0}`: expected one of es2018, es2019, es2020, es2021, es2022, esnext")]
 pub struct UnknownTarget(pub String);
 
 impl FromStr for Target {
@@ -189,6 +184,10 @@ pub struct TranspileOptions {
     pub target: Target,
     /// Source map output.
     pub source_map: SourceMapMode,
+    /// How the source map's `sources` names the source; `file_name` when `None`. Source maps
+    /// resolve it relative to the map, so a writer of `dist/a.js.map` for `src/a.ts` passes
+    /// `../src/a.ts`.
+    pub source_map_source: Option<String>,
     /// Decorator semantics.
     pub decorators: Decorators,
     /// Emit without insignificant whitespace and comments (used to compare programs).
@@ -209,6 +208,7 @@ impl TranspileOptions {
             jsx: JsxRuntime::default(),
             target: Target::default(),
             source_map: SourceMapMode::default(),
+            source_map_source: None,
             decorators: Decorators::default(),
             minify_whitespace: false,
             max_source_bytes: DEFAULT_MAX_SOURCE_BYTES,
@@ -230,6 +230,12 @@ impl TranspileOptions {
     /// Sets the source map mode.
     pub fn with_source_map(mut self, mode: SourceMapMode) -> Self {
         self.source_map = mode;
+        self
+    }
+
+    /// Sets how the source map's `sources` names the source (relative to the map).
+    pub fn with_source_map_source(mut self, name: impl Into<String>) -> Self {
+        self.source_map_source = Some(name.into());
         self
     }
 

@@ -224,6 +224,9 @@ fn transpile_on_this_thread(
             if options.decorators == Decorators::Standard {
                 errors.append(&mut scan.parameter_decorators);
             }
+            if options.target < Target::Es2022 {
+                errors.append(&mut scan.private_in);
+            }
             if !errors.is_empty() {
                 errors.sort_by_key(|f| f.span.lo);
                 return Err(TranspileError::Diagnostics(cx.findings(errors)));
@@ -413,7 +416,15 @@ fn transform(
             program.mutate(explicit_resource_management());
         }
         if features.jsx {
+            // A `/** @jsx h */` pragma asks for the classic runtime, as in esbuild and tsc; swc
+            // would refuse it under the automatic runtime.
+            let classic_by_pragma =
+                matches!(options.jsx, JsxRuntime::Automatic { .. }) && has_factory_pragma(comments);
             let react_options = match &options.jsx {
+                JsxRuntime::Automatic { .. } if classic_by_pragma => react::Options {
+                    runtime: Some(react::Runtime::Classic),
+                    ..Default::default()
+                },
                 JsxRuntime::Automatic { import_source } => react::Options {
                     runtime: Some(react::Runtime::Automatic),
                     import_source: Some(import_source.as_str().into()),
@@ -431,6 +442,8 @@ fn transform(
                 Some(comments),
                 react::Options {
                     development: Some(false),
+                    // Namespaced names (`xlink:href`, `svg:rect`) are valid JSX and common in SVG.
+                    throw_if_namespace: Some(false),
                     ..react_options
                 },
                 top_level_mark,
@@ -444,6 +457,23 @@ fn transform(
         program.mutate(hygiene());
         program.mutate(fixer(Some(comments)));
     });
+}
+
+/// True if a comment holds a `@jsx <factory>` pragma and no `@jsxRuntime` pragma.
+fn has_factory_pragma(comments: &SingleThreadedComments) -> bool {
+    let (leading, trailing) = comments.borrow_all();
+    let texts = || {
+        leading
+            .values()
+            .chain(trailing.values())
+            .flatten()
+            .map(|c| c.text.as_str())
+    };
+    let factory = texts().any(|t| {
+        t.match_indices("@jsx")
+            .any(|(i, _)| t[i + 4..].starts_with(char::is_whitespace))
+    });
+    factory && !texts().any(|t| t.contains("@jsxRuntime"))
 }
 
 /// Applies the compat passes for every ECMAScript edition newer than `target`, newest first.
@@ -460,14 +490,10 @@ fn lower_to(program: &mut Program, target: Target, unresolved_mark: Mark) {
     if target < Target::Es2019 {
         program.mutate(compat::es2019::es2019());
     }
-    if target < Target::Es2018 {
-        program.mutate(compat::es2018::es2018(Default::default()));
-    }
 }
 
 fn es_version(target: Target) -> EsVersion {
     match target {
-        Target::Es2017 => EsVersion::Es2017,
         Target::Es2018 => EsVersion::Es2018,
         Target::Es2019 => EsVersion::Es2019,
         Target::Es2020 => EsVersion::Es2020,
@@ -477,11 +503,15 @@ fn es_version(target: Target) -> EsVersion {
     }
 }
 
-struct SourceMapConfig;
+struct SourceMapConfig<'a> {
+    /// What `sources` names the file by.
+    source_name: Option<&'a str>,
+}
 
-impl swc_core::common::source_map::SourceMapGenConfig for SourceMapConfig {
+impl swc_core::common::source_map::SourceMapGenConfig for SourceMapConfig<'_> {
     fn file_name_to_source(&self, f: &FileName) -> String {
-        f.to_string()
+        self.source_name
+            .map_or_else(|| f.to_string(), str::to_owned)
     }
 
     // The editor's files exist only in memory: without their text the map is useless.
@@ -530,9 +560,14 @@ fn emit(
     if !want_map {
         return Ok((code, None));
     }
-    let mut map = cm.build_source_map(&mappings, None, SourceMapConfig);
+    let config = SourceMapConfig {
+        source_name: options.source_map_source.as_deref(),
+    };
+    let mut map = cm.build_source_map(&mappings, None, config);
     let out_name = crate::output_file_name(&options.file_name);
-    map.set_file(Some(out_name.clone()));
+    // `file` names the generated file as seen from the map, which sits beside it.
+    let base = out_name.rsplit('/').next().unwrap_or(&out_name).to_owned();
+    map.set_file(Some(base.clone()));
     let mut json = Vec::new();
     map.to_writer(&mut json)
         .map_err(|e| internal(format!("could not write the source map: {e}")))?;
@@ -549,7 +584,6 @@ fn emit(
             Ok((code, None))
         }
         _ => {
-            let base = out_name.rsplit('/').next().unwrap_or(&out_name);
             code.push_str(&format!("//# sourceMappingURL={base}.map\n"));
             Ok((code, Some(json)))
         }

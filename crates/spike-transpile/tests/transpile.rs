@@ -224,7 +224,19 @@ fn source_maps_carry_the_source_text() {
     assert_eq!(map["version"], 3);
     assert_eq!(map["sources"][0], "src/greet.ts");
     assert_eq!(map["sourcesContent"][0], src);
-    assert_eq!(map["file"], "src/greet.js");
+    assert_eq!(map["file"], "greet.js");
+    let named = TranspileOptions::new("src/greet.ts")
+        .with_source_map(SourceMapMode::External)
+        .with_source_map_source("../src/greet.ts");
+    let map: serde_json::Value = serde_json::from_str(
+        transpile(src, &named)
+            .expect("ok")
+            .source_map
+            .as_deref()
+            .expect("a map"),
+    )
+    .expect("map is JSON");
+    assert_eq!(map["sources"][0], "../src/greet.ts");
     assert!(
         map["mappings"].as_str().is_some_and(|m| m.contains(';')),
         "{map}"
@@ -341,4 +353,31 @@ fn unknown_extensions_are_refused() {
         }
         other => panic!("expected UnsupportedExtension, got {other:?}"),
     }
+}
+
+#[test]
+fn a_jsx_factory_pragma_selects_the_classic_runtime() {
+    let src = "/** @jsx h */\nimport { h } from 'preact';\nexport const A = <div id=\"a\" />;\n";
+    let code = ok(src, "p.tsx");
+    assert!(code.contains("h(\"div\", {"), "{code}");
+    assert!(!code.contains("jsx-runtime"), "{code}");
+}
+
+#[test]
+fn namespaced_jsx_names_are_attributes() {
+    let src = "export const A = () => <svg xmlns:xlink=\"http://www.w3.org/1999/xlink\"><use xlink:href=\"#a\" /></svg>;\n";
+    let code = ok(src, "svg.tsx");
+    assert!(code.contains("\"xlink:href\": \"#a\""), "{code}");
+}
+
+#[test]
+fn private_brand_checks_are_refused_below_es2022() {
+    let src = "class K {\n  #p = 1;\n  has(o: object) { return #p in o; }\n}\nclass S {}\nexport { K, S };\n";
+    let d = errors(
+        src,
+        &TranspileOptions::new("k.ts").with_target(Target::Es2021),
+    );
+    assert_eq!((d[0].line, d[0].column), (3, 27));
+    assert!(d[0].message.contains("--target es2022"), "{}", d[0].message);
+    assert!(ok(src, "k.ts").contains("#p in o"));
 }

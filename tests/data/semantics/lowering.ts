@@ -11,9 +11,6 @@ class Counter {
   inc() {
     return ++this.#count;
   }
-  static has(o: object) {
-    return #count in o;
-  }
 }
 const c = new Counter();
 c.inc();
@@ -23,7 +20,7 @@ x ??= 5;
 let y = 0;
 y ||= 3;
 const big = 1_000_000;
-console.log(c.inc(), Counter.created, Counter.has(c), Counter.has({}));
+console.log(c.inc(), Counter.created);
 console.log(obj.a?.b ?? "none", obj?.a?.b?.toFixed(), x, y, big, 2 ** 10);
 const { a, ...rest } = { a: 1, b: 2, c: 3 };
 console.log(a, JSON.stringify(rest), [1, [2, [3]]].flat(2).join(""));
