@@ -43,6 +43,16 @@ pub enum CollabError {
     /// A WebSocket frame that does not decode as y-protocols messages.
     #[error("malformed message: {0}")]
     MalformedMessage(String),
+    /// An awareness message whose update is cut short or carries a state that is not JSON text;
+    /// `message` is its index in the frame. Stock y-protocols peers `JSON.parse` every state
+    /// unguarded, so such a message must never be applied, stored or relayed.
+    #[error("invalid awareness update in message {message}: {source}")]
+    InvalidAwareness {
+        /// The message's index in its frame.
+        message: usize,
+        /// What is wrong with it.
+        source: AwarenessError,
+    },
     /// yrs refused (or panicked on) a decoded update.
     #[error("update could not be applied: {0}")]
     Apply(String),
@@ -75,4 +85,37 @@ pub enum CollabError {
     /// The session was closed.
     #[error("the session is closed")]
     Closed,
+}
+
+/// Why an awareness update (the body of a y-protocols awareness message: varuint count, then
+/// per client varuint id, varuint clock, varstring JSON state) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwarenessError {
+    /// The payload ends (or holds a bad varint or non-UTF-8 string) inside entry `entry` of
+    /// `count`; `entry == count` is never used.
+    #[error("entry {entry} of {count} is cut short or undecodable: {reason}")]
+    Truncated {
+        /// The index of the entry being read.
+        entry: u64,
+        /// The number of entries the payload announced (0 if the count itself is bad).
+        count: u64,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// A client id that does not fit in 53 bits (the Yjs range, exact in a JavaScript number).
+    #[error("client id {0} is out of range (more than 53 bits)")]
+    ClientIdOutOfRange(u64),
+    /// A client's state is not valid JSON text (`null`, meaning the client left, is valid).
+    #[error("the state of client {client} (clock {clock}) is not valid JSON: {reason}")]
+    InvalidState {
+        /// The client whose state is bad.
+        client: u64,
+        /// Its clock in the update.
+        clock: u32,
+        /// The JSON parser's message.
+        reason: String,
+    },
+    /// Bytes left in the payload after the announced entries.
+    #[error("{0} trailing bytes after the last entry")]
+    TrailingBytes(usize),
 }

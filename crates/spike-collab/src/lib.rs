@@ -35,7 +35,7 @@ pub use doc::{
     decode_update, encode_state_vector, validate_path, FilesChange, RoomDoc, TextEdit, FILES,
     MAX_PATH_BYTES, META,
 };
-pub use error::CollabError;
+pub use error::{AwarenessError, CollabError};
 pub use log::{Compaction, UpdateLog, DEFAULT_COMPACT_AFTER};
 pub use protocol::{Presence, Selection, User};
 pub use session::{validate_room, Session, SessionConfig, SessionState, SessionStatus};

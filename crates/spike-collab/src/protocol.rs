@@ -13,24 +13,33 @@
 //! Stock clients send one message per frame; [`decode_frame`] accepts several and rejects a
 //! frame whose last message is cut short (a truncated varint or buffer), which yrs' own
 //! `MessageReader` would silently take for the end of the frame.
+//!
+//! Awareness updates are decoded strictly by [`decode_awareness_update`]: every state must be
+//! valid JSON text (stock peers `JSON.parse` each one unguarded, so one bad state would throw in
+//! every one of them), the entries must be complete, and nothing may follow them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::panic::catch_unwind;
+use std::sync::Arc;
 
 use yrs::encoding::read::{Cursor, Read};
+use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::StateVector;
+use yrs::{ClientID, StateVector};
 
 use crate::doc::panic_message;
-use crate::CollabError;
+use crate::{AwarenessError, CollabError};
 
 /// At most this many messages are read from one frame.
 pub const MAX_MESSAGES_PER_FRAME: usize = 64;
 
-/// Splits a frame into messages. Errors ([`CollabError::MalformedMessage`]) name the first
-/// message that fails; no message of a bad frame is returned.
+/// Splits a frame into messages. Errors ([`CollabError::MalformedMessage`], or
+/// [`CollabError::InvalidAwareness`] for an awareness message that
+/// [`decode_awareness_update`] rejects) name the first message that fails; no message of a bad
+/// frame is returned.
 pub fn decode_frame(frame: &[u8]) -> Result<Vec<Message>, CollabError> {
     let mut cursor = Cursor::new(frame);
     let mut messages = Vec::new();
@@ -41,12 +50,22 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<Message>, CollabError> {
             )));
         }
         let start = cursor.next;
-        skip_message(&mut cursor).map_err(|e| {
+        let awareness = skip_message(&mut cursor).map_err(|e| {
             CollabError::MalformedMessage(format!(
                 "message {} at byte {start}: {e}",
                 messages.len()
             ))
         })?;
+        if let Some(payload) = awareness {
+            let update = decode_awareness_update(&frame[payload]).map_err(|source| {
+                CollabError::InvalidAwareness {
+                    message: messages.len(),
+                    source,
+                }
+            })?;
+            messages.push(Message::Awareness(update));
+            continue;
+        }
         let slice = &frame[start..cursor.next];
         let message = match catch_unwind(|| Message::decode_v1(slice)) {
             Ok(Ok(m)) => m,
@@ -66,8 +85,9 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<Message>, CollabError> {
     Ok(messages)
 }
 
-/// Advances past one message's framing without interpreting the payloads.
-fn skip_message(c: &mut Cursor<'_>) -> Result<(), yrs::encoding::read::Error> {
+/// Advances past one message's framing without interpreting the payloads. For an awareness
+/// message, returns where its payload (the awareness update) lies in the frame.
+fn skip_message(c: &mut Cursor<'_>) -> Result<Option<Range<usize>>, yrs::encoding::read::Error> {
     let tag: u32 = c.read_var()?;
     match tag {
         0 => {
@@ -78,7 +98,8 @@ fn skip_message(c: &mut Cursor<'_>) -> Result<(), yrs::encoding::read::Error> {
             c.read_buf()?;
         }
         1 => {
-            c.read_buf()?;
+            let len = c.read_buf()?.len();
+            return Ok(Some(c.next - len..c.next));
         }
         2 => {
             let denied: u32 = c.read_var()?;
@@ -91,7 +112,82 @@ fn skip_message(c: &mut Cursor<'_>) -> Result<(), yrs::encoding::read::Error> {
             c.read_buf()?;
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Client ids above this do not fit a JavaScript number exactly (Yjs ids are 53-bit).
+const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+/// Decodes an awareness update (the payload of an awareness message: varuint count, then per
+/// client varuint id, varuint clock, varstring state) strictly, where yrs' decoder would accept
+/// any string as a state and ignore trailing bytes. Errors ([`AwarenessError`]):
+/// - [`AwarenessError::Truncated`]: the payload ends inside an entry (or a varint or string is
+///   bad), including a count larger than the entries present;
+/// - [`AwarenessError::ClientIdOutOfRange`]: a client id over 53 bits;
+/// - [`AwarenessError::InvalidState`]: a state that is not valid JSON text (`null`, a client
+///   leaving, is valid);
+/// - [`AwarenessError::TrailingBytes`]: bytes after the last entry.
+///
+/// ```
+/// use spike_collab::{protocol::decode_awareness_update, AwarenessError};
+/// // count 1, client 77, clock 1, state "{not json"
+/// let mut payload = vec![1, 77, 1, 9];
+/// payload.extend_from_slice(b"{not json");
+/// assert!(matches!(
+///     decode_awareness_update(&payload),
+///     Err(AwarenessError::InvalidState { client: 77, clock: 1, .. })
+/// ));
+/// ```
+pub fn decode_awareness_update(payload: &[u8]) -> Result<AwarenessUpdate, AwarenessError> {
+    let mut c = Cursor::new(payload);
+    let count: u64 = c.read_var().map_err(|e| AwarenessError::Truncated {
+        entry: 0,
+        count: 0,
+        reason: format!("count: {e}"),
+    })?;
+    // Each entry takes at least 3 bytes (id, clock, string length): a larger count cannot be
+    // complete, and is refused before anything is allocated for it.
+    let left = (payload.len() - c.next) as u64;
+    if count > left / 3 {
+        return Err(AwarenessError::Truncated {
+            entry: left / 3,
+            count,
+            reason: format!("{count} entries announced, {left} bytes left"),
+        });
+    }
+    let mut clients = HashMap::with_capacity(count as usize);
+    for entry in 0..count {
+        let truncated = |e: yrs::encoding::read::Error| AwarenessError::Truncated {
+            entry,
+            count,
+            reason: e.to_string(),
+        };
+        let client: u64 = c.read_var().map_err(truncated)?;
+        let clock: u32 = c.read_var().map_err(truncated)?;
+        let json = c.read_string().map_err(truncated)?;
+        if client > MAX_CLIENT_ID {
+            return Err(AwarenessError::ClientIdOutOfRange(client));
+        }
+        validate_awareness_state(json).map_err(|reason| AwarenessError::InvalidState {
+            client,
+            clock,
+            reason,
+        })?;
+        let json: Arc<str> = json.into();
+        clients.insert(ClientID::new(client), AwarenessUpdateEntry { clock, json });
+    }
+    if c.has_content() {
+        return Err(AwarenessError::TrailingBytes(payload.len() - c.next));
+    }
+    Ok(AwarenessUpdate { clients })
+}
+
+/// Checks that an awareness state is one JSON text, as `JSON.parse` requires (surrounding JSON
+/// whitespace allowed). Errors: the parser's message.
+pub fn validate_awareness_state(json: &str) -> Result<(), String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(json)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Encodes one message as a frame.
@@ -212,5 +308,164 @@ mod tests {
         // A buffer length far past the frame.
         assert!(decode_frame(&[0, 2, 0xff, 0xff, 0xff, 0x0f]).is_err());
         assert!(decode_frame(&[]).is_err());
+    }
+
+    /// An awareness update payload: count, then (client, clock, state) entries.
+    fn awareness_payload(entries: &[(u64, u32, &str)]) -> Vec<u8> {
+        use yrs::encoding::write::Write;
+        let mut out = Vec::new();
+        out.write_var(entries.len());
+        for (client, clock, state) in entries {
+            out.write_var(*client);
+            out.write_var(*clock);
+            out.write_string(state);
+        }
+        out
+    }
+
+    /// A frame of one awareness message around a payload.
+    fn awareness_frame(payload: &[u8]) -> Vec<u8> {
+        use yrs::encoding::write::Write;
+        let mut out = vec![1];
+        out.write_buf(payload);
+        out
+    }
+
+    #[test]
+    fn awareness_states_must_be_json() -> Result<(), Box<dyn std::error::Error>> {
+        // The QA report's frame: count 1, client 77, clock 1, state `{not json`.
+        let payload = awareness_payload(&[(77, 1, "{not json")]);
+        assert_eq!(payload[..4], [1, 77, 1, 9]);
+        assert_eq!(
+            decode_awareness_update(&payload).map_err(|e| match e {
+                AwarenessError::InvalidState { client, clock, .. } => (client, clock),
+                other => panic!("unexpected {other}"),
+            }),
+            Err((77, 1))
+        );
+        let frame = awareness_frame(&payload);
+        assert_eq!(frame[..2], [1, 13]);
+        assert!(matches!(
+            decode_frame(&frame),
+            Err(CollabError::InvalidAwareness {
+                message: 0,
+                source: AwarenessError::InvalidState { client: 77, .. }
+            })
+        ));
+        // One bad entry among good ones, or a bad message after a good one, rejects it all.
+        let mixed = awareness_payload(&[(1, 1, r#"{"user":{"name":"a"}}"#), (2, 1, "{")]);
+        assert!(decode_awareness_update(&mixed).is_err());
+        let mut two = update(vec![0, 0]);
+        two.extend(awareness_frame(&payload));
+        assert!(matches!(
+            decode_frame(&two),
+            Err(CollabError::InvalidAwareness { message: 1, .. })
+        ));
+        for bad in [
+            "",
+            " ",
+            "{",
+            "undefined",
+            "NaN",
+            "'x'",
+            "{a:1}",
+            "[1,]",
+            "1 2",
+            "\u{feff}{}",
+            "\"\t\"",
+        ] {
+            let p = awareness_payload(&[(5, 2, bad)]);
+            assert!(
+                matches!(
+                    decode_awareness_update(&p),
+                    Err(AwarenessError::InvalidState {
+                        client: 5,
+                        clock: 2,
+                        ..
+                    })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+
+        // Valid JSON texts pass through unchanged, `null` (a client leaving) included; stock
+        // `JSON.stringify` writes a lone surrogate as an escape, which `JSON.parse` accepts.
+        let good = [
+            (
+                1,
+                3,
+                r##"{"user":{"name":"Ada","color":"#ff0000"},"cursors":{}}"##,
+            ),
+            (2, 7, "null"),
+            (3, 1, " [1, 2.5e3, true, \"\\ud800\"] \n"),
+            (4, 0, "\"x\""),
+        ];
+        let update = decode_awareness_update(&awareness_payload(&good))?;
+        assert_eq!(update.clients.len(), good.len());
+        for (client, clock, state) in good {
+            let entry = &update.clients[&ClientID::new(client)];
+            assert_eq!((entry.clock, &*entry.json), (clock, state));
+        }
+        // As yrs decodes it, and it round-trips through our encoder.
+        let frame = awareness_frame(&awareness_payload(&good));
+        let messages = decode_frame(&frame)?;
+        assert_eq!(messages, vec![Message::Awareness(update.clone())]);
+        assert_eq!(decode_frame(&awareness(update.clone()))?, messages);
+        assert_eq!(Message::decode_v1(&frame).ok(), Some(messages[0].clone()));
+        // An empty update is a no-op, not an error.
+        assert!(decode_awareness_update(&[0])?.clients.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_awareness_updates_are_rejected() {
+        let payload = awareness_payload(&[(77, 1, r#"{"a":1}"#), (78, 2, "null")]);
+        assert!(decode_awareness_update(&payload).is_ok());
+        // Every cut inside the payload: the payload itself says it is short.
+        for cut in 0..payload.len() {
+            assert!(
+                matches!(
+                    decode_awareness_update(&payload[..cut]),
+                    Err(AwarenessError::Truncated { .. })
+                ),
+                "cut at {cut}"
+            );
+            // Re-framed with the shorter length, the message is rejected as invalid awareness.
+            assert!(
+                matches!(
+                    decode_frame(&awareness_frame(&payload[..cut])),
+                    Err(CollabError::InvalidAwareness { .. })
+                ),
+                "re-framed cut at {cut}"
+            );
+        }
+        // Every cut of the frame (the payload's length says more than is there).
+        let frame = awareness_frame(&payload);
+        for cut in 1..frame.len() {
+            assert!(decode_frame(&frame[..cut]).is_err(), "frame cut at {cut}");
+        }
+        // A count far beyond the entries present is refused up front.
+        assert!(matches!(
+            decode_awareness_update(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 1, 0]),
+            Err(AwarenessError::Truncated { .. })
+        ));
+        // Bytes after the announced entries.
+        let mut long = payload.clone();
+        long.push(0);
+        assert_eq!(
+            decode_awareness_update(&long).err(),
+            Some(AwarenessError::TrailingBytes(1))
+        );
+        // A state that is not UTF-8.
+        assert!(matches!(
+            decode_awareness_update(&[1, 5, 1, 2, 0xc3, 0x28]),
+            Err(AwarenessError::Truncated { .. })
+        ));
+        // A client id past 53 bits.
+        let huge = awareness_payload(&[(1 << 53, 1, "null")]);
+        assert_eq!(
+            decode_awareness_update(&huge).err(),
+            Some(AwarenessError::ClientIdOutOfRange(1 << 53))
+        );
     }
 }

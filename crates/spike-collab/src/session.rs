@@ -429,9 +429,13 @@ impl Session {
         r.log_update(update)?;
         r.local_seq += 1;
         let unconfirmed = r.unconfirmed();
-        drop(r);
+        // Queued while the replica is locked: a probe's state vector (taken under the lock)
+        // never covers an update that is not in the queue yet.
         let _ = self.shared.outbound.send(protocol::update(update.to_vec()));
+        // Published under the lock too, or a confirmation racing in between would be
+        // overwritten by this older value.
         self.shared.refresh_unconfirmed(unconfirmed);
+        drop(r);
         self.shared.bump();
         Ok(())
     }
@@ -448,11 +452,11 @@ impl Session {
         r.log_update(&update)?;
         r.local_seq += 1;
         let unconfirmed = r.unconfirmed();
-        drop(r);
-        // Offline, the queue is dropped at the next connection: the handshake's state-vector
-        // exchange sends the update instead.
+        // Queued under the replica lock (see `apply_local_update`). Offline, the queue is
+        // dropped at the next connection: the handshake's state-vector exchange sends it instead.
         let _ = self.shared.outbound.send(protocol::update(update));
         self.shared.refresh_unconfirmed(unconfirmed);
+        drop(r);
         self.shared.bump();
         Ok(())
     }
@@ -711,7 +715,12 @@ async fn connection(
                 }
                 if need_probe && probes.is_empty() {
                     need_probe = false;
-                    replies.push(probe(shared, &mut probes));
+                    // The probe claims everything in the replica: send what is queued first.
+                    let snapshot = snapshot(shared);
+                    while let Ok(more) = out_rx.try_recv() {
+                        replies.push(more);
+                    }
+                    replies.push(probe(snapshot, &mut probes));
                 }
                 for frame in replies {
                     if let Err(e) = sink.send(WsMessage::binary(frame)).await {
@@ -721,6 +730,9 @@ async fn connection(
             }
             out = out_rx.recv() => {
                 let Some(first) = out else { return Exit::Closed };
+                // Snapshot before draining: every update the snapshot covers was queued before
+                // it (updates are queued under the replica lock), so it is in `frames`.
+                let snapshot = snapshot(shared);
                 let mut frames = vec![first];
                 while let Ok(more) = out_rx.try_recv() {
                     frames.push(more);
@@ -736,7 +748,7 @@ async fn connection(
                     continue;
                 }
                 if probes.is_empty() {
-                    frames.push(probe(shared, &mut probes));
+                    frames.push(probe(snapshot, &mut probes));
                 } else {
                     need_probe = true;
                 }
@@ -767,11 +779,18 @@ async fn connection(
     }
 }
 
-fn probe(shared: &Shared, probes: &mut VecDeque<Option<(StateVector, u64)>>) -> Vec<u8> {
-    let (sv, seq) = {
-        let r = shared.replica();
-        (r.doc.state_vector(), r.local_seq)
-    };
+/// The replica's state vector and local sequence number, for a probe.
+fn snapshot(shared: &Shared) -> (StateVector, u64) {
+    let r = shared.replica();
+    (r.doc.state_vector(), r.local_seq)
+}
+
+/// A sync step 1 that confirms `snapshot` once answered. Everything the snapshot covers must have
+/// been sent before it on this connection.
+fn probe(
+    (sv, seq): (StateVector, u64),
+    probes: &mut VecDeque<Option<(StateVector, u64)>>,
+) -> Vec<u8> {
     let frame = protocol::sync_step1(&sv);
     tracing::debug!(seq, outstanding = probes.len(), "probe");
     probes.push_back(Some((sv, seq)));
@@ -827,8 +846,8 @@ fn handle(
                     r.confirm(&sv, seq);
                 }
                 let unconfirmed = r.unconfirmed();
-                drop(r);
                 shared.refresh_unconfirmed(unconfirmed);
+                drop(r);
             }
             shared.set_state(SessionState::Synced);
             applied.map_err(|e| CollabError::Apply(format!("sync step 2: {e}")))?;

@@ -8,12 +8,14 @@
 //!
 //! Each open room is one actor (a thread owning the yrs document, the awareness and the room's
 //! SQLite log, `<data>/rooms/<room>.sqlite3`). It loads the log before it answers any message,
-//! persists every update (WAL, `synchronous = FULL`) before broadcasting it or answering a later
+//! persists every update (WAL, `synchronous = NORMAL`: durable against a process crash) before broadcasting it or answering a later
 //! sync step 1 (which is how clients learn it is durable), relays awareness, compacts its log,
 //! and unloads after the last client left and a grace period passed.
 //!
 //! Hostile input: frames over [`Limits::max_frame_bytes`] close the connection (1009); a frame
-//! that does not decode, or an update that does not decode, is dropped with a logged reason and
+//! that does not decode, an update that does not decode, or an awareness update that is cut
+//! short or carries a state that is not JSON (which would throw in every stock peer's
+//! `JSON.parse`) is dropped whole with a logged reason (never applied, stored or relayed) and
 //! counted, and a connection that sends [`Limits::max_bad_messages`] of them is closed (1007).
 //! Neither the room nor its other clients notice.
 //!

@@ -347,6 +347,8 @@ impl Room {
                     }
                 }
                 Message::Awareness(update) => {
+                    // `decode_frame` has already refused incomplete updates and states that are
+                    // not JSON, so what is stored and relayed here is safe for stock peers.
                     let clients: Vec<ClientID> = update.clients.keys().copied().collect();
                     let relay = protocol::awareness(update.clone());
                     match self.awareness.apply_update(update) {

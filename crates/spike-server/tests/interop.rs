@@ -142,6 +142,41 @@ async fn a_spike_client_syncs_with_the_reference_server() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_client_syncs_while_a_peer_that_sent_invalid_awareness_stays() -> TestResult {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    node_dir();
+    let dir = tempfile::tempdir()?;
+    let (_server, url) = spike_serve(dir.path()).await?;
+    let spike = open(session(&url, "awareness"));
+    spike.create_file("App.tsx", "safe")?;
+    spike.wait_confirmed(T).await?;
+    let expected = spike.with_doc(RoomDoc::to_json);
+
+    // QA's frame: awareness for client 77 whose state `{not json` makes `JSON.parse` throw in
+    // every stock peer. The sender stays connected (one strike is under the limit).
+    let (mut evil, _) = tokio_tungstenite::connect_async(format!("{url}/awareness")).await?;
+    tokio::time::timeout(T, evil.next())
+        .await?
+        .ok_or("no sync step 1")??;
+    let mut frame = vec![1, 13, 1, 77, 1, 9];
+    frame.extend_from_slice(b"{not json");
+    evil.send(WsMessage::binary(frame)).await?;
+    // A frame the room handles after the bad one: once the reply arrives, it was processed.
+    evil.send(WsMessage::binary(spike_collab::protocol::query_awareness()))
+        .await?;
+    tokio::time::timeout(T, evil.next())
+        .await?
+        .ok_or("no awareness reply")??;
+
+    let out = node("rooms-read.mjs", &[&url, "awareness", "1"]).await?;
+    let yjs: serde_json::Value = serde_json::from_str(out.trim())?;
+    assert_eq!(yjs, expected);
+    spike.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yjs_multi_client_history_decodes_to_the_same_json() -> TestResult {
     for seed in 1..=5 {
         let out = node("rooms-history.mjs", &[&seed.to_string()]).await?;

@@ -315,6 +315,120 @@ async fn hostile_frames_are_rejected_and_the_room_carries_on() -> TestResult {
     Ok(())
 }
 
+/// An awareness message around a raw awareness update payload.
+fn awareness_frame(payload: &[u8]) -> Vec<u8> {
+    use spike_collab::yrs::encoding::write::Write;
+    let mut frame = vec![1];
+    frame.write_buf(payload);
+    frame
+}
+
+/// QA's frame: an awareness update for client 77, clock 1, whose state is `{not json`.
+fn not_json_awareness_frame() -> Vec<u8> {
+    let mut frame = vec![1, 13, 1, 77, 1, 9];
+    frame.extend_from_slice(b"{not json");
+    frame
+}
+
+/// Reads frames (answering nothing) until one carries an awareness state for `client`; every
+/// frame must decode (the client's own strict decoder refuses states that are not JSON) and none
+/// may mention client 77 or the bad state.
+async fn read_until_awareness_of(ws: &mut RawWs, client: u64) -> TestResult {
+    use spike_collab::yrs::sync::Message;
+    let wait = async {
+        while let Some(msg) = ws.next().await {
+            let WsMessage::Binary(frame) = msg? else {
+                continue;
+            };
+            assert!(
+                !frame.windows(8).any(|w| w == b"not json"),
+                "the invalid state was forwarded: {frame:?}"
+            );
+            for m in spike_collab::protocol::decode_frame(&frame)? {
+                if let Message::Awareness(u) = m {
+                    let ids: Vec<u64> = u.clients.keys().map(|id| id.get()).collect();
+                    assert!(!ids.contains(&77), "client 77's awareness was forwarded");
+                    if ids.contains(&client) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err("the socket closed first".into())
+    };
+    tokio::time::timeout(T, wait).await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_awareness_is_rejected_never_relayed_and_joiners_still_sync() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.limits.max_bad_messages = 3;
+    let server = TestServer::start(cfg).await;
+    let a = open(session(&server.url(), "aware"));
+    a.create_file("App.tsx", "safe")?;
+    a.wait_confirmed(T).await?;
+
+    let url = format!("{}/aware", server.url());
+    // A raw peer already in the room (it would get any relay) and the sender; each has joined
+    // once the server's sync step 1 arrives.
+    let mut watcher = raw(&url).await?;
+    let mut evil = raw(&url).await?;
+    for ws in [&mut watcher, &mut evil] {
+        tokio::time::timeout(T, ws.next())
+            .await?
+            .ok_or("no sync step 1")??;
+    }
+    evil.send(WsMessage::binary(not_json_awareness_frame()))
+        .await?;
+    // Truncated: two entries announced, one present (the second's state is not JSON either).
+    let mut cut = vec![2, 77, 2, 2, b'{', b'}'];
+    cut.extend_from_slice(&[78, 1, 9]);
+    cut.extend_from_slice(b"{not js");
+    evil.send(WsMessage::binary(awareness_frame(&cut))).await?;
+    // The sender is kept (two strikes of three) and its valid awareness still goes through:
+    // relayed after the rejected ones, so it marks that they were never forwarded.
+    let presence = r##"{"user":{"name":"Mallory","color":"#00ff00"},"cursors":{}}"##;
+    let mut good = vec![1, 78, 1, presence.len() as u8];
+    good.extend_from_slice(presence.as_bytes());
+    evil.send(WsMessage::binary(awareness_frame(&good))).await?;
+    read_until_awareness_of(&mut watcher, 78).await?;
+
+    // While the sender stays connected, a client joining gets the stored awareness (only the
+    // valid state) and syncs.
+    let mut late = raw(&url).await?;
+    read_until_awareness_of(&mut late, 78).await?;
+    let b = open(session(&server.url(), "aware"));
+    b.wait_confirmed(T).await?;
+    assert_eq!(b.read("App.tsx").as_deref(), Some("safe"));
+    b.wait_doc(T, "the valid presence at b", |_| {
+        b.peers().values().any(|p| p.user.name == "Mallory")
+    })
+    .await?;
+    assert!(!b.peers().contains_key(&77));
+
+    // The room carries on.
+    a.edit("App.tsx", &[TextEdit::insert(4, " and sound")])?;
+    b.wait_doc(T, "edit after the attack", |d| {
+        d.read("App.tsx").as_deref() == Some("safe and sound")
+    })
+    .await?;
+
+    // The third bad message reaches the limit: the sender is closed like any malformed sender.
+    evil.send(WsMessage::binary(not_json_awareness_frame()))
+        .await?;
+    assert_eq!(close_code(&mut evil).await, Some(1007));
+    a.edit("App.tsx", &[TextEdit::insert(0, "still ")])?;
+    b.wait_doc(T, "edit after the close", |d| {
+        d.read("App.tsx").as_deref() == Some("still safe and sound")
+    })
+    .await?;
+    a.close().await;
+    b.close().await;
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_rooms_per_peer_and_idle_timeout() -> TestResult {
     let dir = tempfile::tempdir()?;
