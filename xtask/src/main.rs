@@ -77,10 +77,19 @@ pub fn node_dir(root: &Path) -> PathBuf {
 }
 
 fn setup(root: &Path) -> anyhow::Result<()> {
-    if !have("node", "--version") || !have("npm", "--version") {
-        bail!("the tests need Node.js 20+ and npm on PATH");
+    npm_ci(&node_dir(root), "the tests")?;
+    if !have("cargo-nextest", "--version") && !cargo_has("nextest") {
+        sh(cargo().args(["install", "cargo-nextest", "--locked"]))?;
     }
-    let dir = node_dir(root);
+    Ok(())
+}
+
+/// `npm ci --ignore-scripts` in `dir` unless its `node_modules` is newer than its lock file.
+/// `who` names what needs the packages, for the error when Node is missing.
+fn npm_ci(dir: &Path, who: &str) -> anyhow::Result<()> {
+    if !have("node", "--version") || !have("npm", "--version") {
+        bail!("{who} need Node.js 20+ and npm on PATH");
+    }
     let installed = dir.join("node_modules/.package-lock.json");
     let lock = dir.join("package-lock.json");
     let fresh = match (installed.metadata(), lock.metadata()) {
@@ -91,10 +100,7 @@ fn setup(root: &Path) -> anyhow::Result<()> {
         // --ignore-scripts: nothing from the registry runs code at install time.
         sh(Command::new("npm")
             .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
-            .current_dir(&dir))?;
-    }
-    if !have("cargo-nextest", "--version") && !cargo_has("nextest") {
-        sh(cargo().args(["install", "cargo-nextest", "--locked"]))?;
+            .current_dir(dir))?;
     }
     Ok(())
 }
@@ -204,22 +210,8 @@ fn ensure_apt() -> anyhow::Result<()> {
 /// `npm ci` in ui/ when the lock is newer than the install, then `npm run build` (vendors React
 /// into ui/public/vendor, type-checks, builds ui/dist).
 fn build_ui(root: &Path) -> anyhow::Result<()> {
-    if !have("node", "--version") || !have("npm", "--version") {
-        bail!("the UI needs Node.js 20+ and npm on PATH");
-    }
     let ui = root.join("ui");
-    let installed = ui.join("node_modules/.package-lock.json");
-    let lock = ui.join("package-lock.json");
-    let fresh = match (installed.metadata(), lock.metadata()) {
-        (Ok(i), Ok(l)) => i.modified().ok() >= l.modified().ok(),
-        _ => false,
-    };
-    if !fresh {
-        // --ignore-scripts: nothing from the registry runs code at install time.
-        sh(Command::new("npm")
-            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
-            .current_dir(&ui))?;
-    }
+    npm_ci(&ui, "the UI")?;
     sh(Command::new("npm").args(["run", "build"]).current_dir(&ui))
 }
 

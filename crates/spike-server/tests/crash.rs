@@ -3,35 +3,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
-
-use common::{open, session, TestResult, T};
+use common::{open, session, spawn_server, TestResult, T};
 use spike_collab::{SessionState, TextEdit};
-use tokio::io::AsyncBufReadExt;
-
-/// Starts the `spike-server` binary on a free port; returns the child and its rooms URL.
-async fn spawn_server(
-    data: &Path,
-) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error + Send + Sync>> {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spike-server"))
-        .args(["--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(T, lines.next_line())
-        .await??
-        .ok_or("server exited before listening")?;
-    let url = line
-        .strip_prefix("listening on ")
-        .ok_or_else(|| format!("unexpected first line {line:?}"))?
-        .to_owned();
-    Ok((child, url))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_keeps_every_confirmed_update() -> TestResult {

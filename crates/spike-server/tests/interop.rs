@@ -8,31 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{node, node_dir, open, session, TestResult, T};
+use common::{node, node_dir, open, session, spawn_server, TestResult, T};
 use spike_collab::{RoomDoc, TextEdit};
-use tokio::io::AsyncBufReadExt;
-
-/// Starts the `spike-server` binary (what `spike serve` runs) on a free port.
-async fn spike_serve(
-    data: &std::path::Path,
-) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error + Send + Sync>> {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spike-server"))
-        .args(["--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let line = tokio::time::timeout(T, tokio::io::BufReader::new(stdout).lines().next_line())
-        .await??
-        .ok_or("server exited before listening")?;
-    let url = line
-        .strip_prefix("listening on ")
-        .ok_or_else(|| format!("unexpected first line {line:?}"))?
-        .to_owned();
-    Ok((child, url))
-}
 
 const PIECES: &[&str] = &["😀", "漢字", "e\u{301}", "👩‍👩‍👧", "ｚ", "!"];
 
@@ -40,7 +17,7 @@ const PIECES: &[&str] = &["😀", "漢字", "e\u{301}", "👩‍👩‍👧", "�
 async fn stock_yjs_clients_and_a_spike_client_converge_in_a_spike_room() -> TestResult {
     node_dir();
     let dir = tempfile::tempdir()?;
-    let (_server, url) = spike_serve(dir.path()).await?;
+    let (_server, url) = spawn_server(dir.path()).await?;
     let spike = open(session(&url, "interop"));
     spike.create_file("shared.ts", "start 😀 end")?;
     spike.wait_confirmed(T).await?;
@@ -147,7 +124,7 @@ async fn a_stock_client_syncs_while_a_peer_that_sent_invalid_awareness_stays() -
     use tokio_tungstenite::tungstenite::Message as WsMessage;
     node_dir();
     let dir = tempfile::tempdir()?;
-    let (_server, url) = spike_serve(dir.path()).await?;
+    let (_server, url) = spawn_server(dir.path()).await?;
     let spike = open(session(&url, "awareness"));
     spike.create_file("App.tsx", "safe")?;
     spike.wait_confirmed(T).await?;

@@ -155,3 +155,27 @@ pub async fn wait_listening(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts the `spike-server` binary (what `spike serve` runs) on a free loopback port, as a
+/// process the test can SIGKILL; returns the child and its rooms URL (`ws://…/rooms`).
+pub async fn spawn_server(
+    data: &Path,
+) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spike-server"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let line = tokio::time::timeout(T, tokio::io::BufReader::new(stdout).lines().next_line())
+        .await??
+        .ok_or("server exited before listening")?;
+    let url = line
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("unexpected first line {line:?}"))?
+        .to_owned();
+    Ok((child, url))
+}
