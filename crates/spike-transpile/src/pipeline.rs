@@ -45,9 +45,7 @@ const STACK_BYTES: usize = 1024 * 1024 * 1024;
 
 pub(crate) fn run(source: &str, options: &TranspileOptions) -> Result<Transpiled, TranspileError> {
     let file = options.file_name.as_str();
-    let kind = SourceKind::from_path(file).ok_or_else(|| TranspileError::UnsupportedExtension {
-        file: file.to_owned(),
-    })?;
+    let kind = kind_of(file)?;
     if source.len() > options.max_source_bytes {
         return Err(TranspileError::TooLarge {
             file: file.to_owned(),
@@ -55,14 +53,24 @@ pub(crate) fn run(source: &str, options: &TranspileOptions) -> Result<Transpiled
             limit: options.max_source_bytes,
         });
     }
-    // swc drops a byte order mark itself; dropping it here keeps our byte offsets equal to swc's.
-    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    let source = without_bom(source);
     with_large_stack(|| transpile_on_this_thread(source, kind, options)).unwrap_or_else(|message| {
         Err(TranspileError::Internal {
             file: file.to_owned(),
             message: format!("the transpiler failed on this input ({message})"),
         })
     })
+}
+
+fn kind_of(file: &str) -> Result<SourceKind, TranspileError> {
+    SourceKind::from_path(file).ok_or_else(|| TranspileError::UnsupportedExtension {
+        file: file.to_owned(),
+    })
+}
+
+/// swc drops a byte order mark itself; dropping it first keeps our byte offsets equal to swc's.
+fn without_bom(source: &str) -> &str {
+    source.strip_prefix('\u{feff}').unwrap_or(source)
 }
 
 /// Runs `f` on a stack large enough for swc (and dprint, which uses the same parser) on deeply
@@ -82,25 +90,12 @@ pub fn with_large_stack<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 
 /// Parses `source`: its syntax errors, and how deeply its blocks and literals nest.
 pub(crate) fn check_syntax(source: &str, file: &str) -> Result<SyntaxCheck, TranspileError> {
-    let kind = SourceKind::from_path(file).ok_or_else(|| TranspileError::UnsupportedExtension {
-        file: file.to_owned(),
-    })?;
-    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    let kind = kind_of(file)?;
+    let source = without_bom(source);
     with_large_stack(|| {
-        let cm: Lrc<SourceMap> = Lrc::default();
-        let fm = cm.new_source_file(
-            Lrc::new(FileName::Custom(file.to_owned())),
-            source.to_owned(),
-        );
-        let cx = Context { source, file, fm };
+        let (_, cx) = Context::new(file, source);
         let comments = SingleThreadedComments::default();
-        let parsed = GLOBALS.set(&Globals::new(), || {
-            if SourceKind::is_declaration_file(file) {
-                parse_declarations(&cx, &comments)
-            } else {
-                parse(&cx, kind, &comments).map(Program::Module)
-            }
-        });
+        let parsed = GLOBALS.set(&Globals::new(), || parse_file(&cx, kind, &comments));
         match parsed {
             Ok(program) => {
                 let (depth, pos) = checks::nesting(&program);
@@ -168,7 +163,17 @@ struct Context<'a> {
     fm: Lrc<SourceFile>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    /// A source map holding `source` as the one file, named `file`.
+    fn new(file: &'a str, source: &'a str) -> (Lrc<SourceMap>, Self) {
+        let cm: Lrc<SourceMap> = Lrc::default();
+        let fm = cm.new_source_file(
+            Lrc::new(FileName::Custom(file.to_owned())),
+            source.to_owned(),
+        );
+        (cm, Context { source, file, fm })
+    }
+
     fn diagnostic(&self, severity: Severity, pos: BytePos, message: String) -> Diagnostic {
         let offset = pos.0.saturating_sub(self.fm.start_pos.0) as usize;
         let mut d = Diagnostic::error_at(self.file, self.source, offset, message);
@@ -189,34 +194,25 @@ fn transpile_on_this_thread(
     kind: SourceKind,
     options: &TranspileOptions,
 ) -> Result<Transpiled, TranspileError> {
-    let cm: Lrc<SourceMap> = Lrc::default();
-    let fm = cm.new_source_file(
-        Lrc::new(FileName::Custom(options.file_name.clone())),
-        source.to_owned(),
-    );
-    let cx = Context {
-        source,
-        file: &options.file_name,
-        fm: fm.clone(),
-    };
+    let (cm, cx) = Context::new(&options.file_name, source);
     let comments = SingleThreadedComments::default();
     let collected = Collected::default();
     let handler = Handler::with_emitter(true, false, Box::new(collected.clone()));
 
     GLOBALS.set(&Globals::new(), || {
         HANDLER.set(&handler, || {
-            if SourceKind::is_declaration_file(&options.file_name) {
-                // Declaration files are scripts or modules of types only: check the syntax, emit
-                // nothing. `import x = require()` and `export =` are valid there.
-                parse_declarations(&cx, &comments)?;
-                return Ok(Transpiled {
-                    code: String::new(),
-                    source_map: None,
-                    imports: Vec::new(),
-                    diagnostics: Vec::new(),
-                });
-            }
-            let module = parse(&cx, kind, &comments)?;
+            let module = match parse_file(&cx, kind, &comments)? {
+                Program::Module(module) if !SourceKind::is_declaration_file(cx.file) => module,
+                // Declaration files hold types only: checked for syntax, they emit nothing.
+                _ => {
+                    return Ok(Transpiled {
+                        code: String::new(),
+                        source_map: None,
+                        imports: Vec::new(),
+                        diagnostics: Vec::new(),
+                    })
+                }
+            };
 
             let mut scan = Scan::of(&module);
             let mut errors = checks::import_export_assignments(&module);
@@ -252,7 +248,7 @@ fn transpile_on_this_thread(
             let mut warnings = Vec::new();
             let mut errors = Vec::new();
             for (level, message, span) in reported {
-                let pos = span.map_or(BytePos(fm.start_pos.0), |s| s.lo);
+                let pos = span.map_or(cx.fm.start_pos, |s| s.lo);
                 match level {
                     Level::Warning | Level::Note | Level::Help => {
                         warnings.push(cx.diagnostic(Severity::Warning, pos, message))
@@ -304,6 +300,20 @@ fn parse(
     let mut parser = Parser::new(syntax, StringInput::from(&*cx.fm), Some(comments));
     let result = parser.parse_module();
     finish_parse(cx, result, parser.take_errors())
+}
+
+/// Parses the file: a declaration file as a script or module of types (where `import x =
+/// require()` and `export =` are valid), anything else as an ES module.
+fn parse_file(
+    cx: &Context<'_>,
+    kind: SourceKind,
+    comments: &SingleThreadedComments,
+) -> Result<Program, TranspileError> {
+    if SourceKind::is_declaration_file(cx.file) {
+        parse_declarations(cx, comments)
+    } else {
+        parse(cx, kind, comments).map(Program::Module)
+    }
 }
 
 fn parse_declarations(
