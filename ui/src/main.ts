@@ -295,22 +295,8 @@ class Workbench {
           badge.textContent = String(problems);
           li.append(badge);
         }
-        const rename = document.createElement("button");
-        rename.type = "button";
-        rename.className = "tree-action";
-        rename.textContent = "✎";
-        rename.title = `Rename ${node.path}`;
-        rename.addEventListener("click", (ev) => {
-          ev.stopPropagation();
-          this.startRename(li, node.path);
-        });
-        const del = document.createElement("button");
-        del.type = "button";
-        del.className = "tree-action";
-        del.textContent = "🗑";
-        del.title = `Delete ${node.path}`;
-        del.addEventListener("click", (ev) => {
-          ev.stopPropagation();
+        const rename = treeAction("✎", `Rename ${node.path}`, () => this.startRename(li, node.path));
+        const del = treeAction("🗑", `Delete ${node.path}`, () => {
           if (del.dataset.confirm === "1") {
             this.shell?.deleteFile(node.path).catch((e) => this.reportError(`Delete ${node.path}`, e));
           } else {
@@ -455,3 +441,17 @@ workbench.start().catch((e) => {
   document.body.prepend(banner);
   console.error(e);
 });
+
+/** A small button of a file-tree row; its click does not also open the file. */
+function treeAction(label: string, title: string, onClick: () => void): HTMLButtonElement {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "tree-action";
+  button.textContent = label;
+  button.title = title;
+  button.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    onClick();
+  });
+  return button;
+}
