@@ -13,7 +13,8 @@ use swc_core::{
             ArrayLit, AutoAccessor, BinExpr, BinaryOp, BlockStmt, CallExpr, Callee, Class, Decl,
             Decorator, DefaultDecl, ExportSpecifier, Expr, JSXElement, JSXExprContainer,
             JSXFragment, Lit, Module, ModuleDecl, ModuleExportName, ModuleItem, NewExpr, ObjectLit,
-            Param, ParenExpr, Program, Tpl, TsModuleRef, TsParamProp, TsTypeLit, UsingDecl,
+            Param, ParenExpr, Program, Tpl, TsModuleDecl, TsModuleRef, TsParamProp, TsTypeLit,
+            UsingDecl,
         },
         utils::find_pat_ids,
         visit::{Visit, VisitWith},
@@ -135,6 +136,8 @@ pub(crate) struct Scan {
     pub decorators: bool,
     pub auto_accessors: bool,
     pub using: bool,
+    /// A `namespace` or `module` declaration with a body (TypeScript only).
+    pub namespaces: bool,
     pub parameter_decorators: Vec<Finding>,
     pub dynamic_imports: Vec<String>,
     /// `#x in obj` brand checks: swc's lowering below ES2022 emits a helper variable out of its
@@ -168,6 +171,11 @@ impl Scan {
 }
 
 impl Visit for Scan {
+    fn visit_ts_module_decl(&mut self, d: &TsModuleDecl) {
+        self.namespaces |= d.body.is_some();
+        d.visit_children_with(self);
+    }
+
     fn visit_jsx_element(&mut self, e: &JSXElement) {
         self.jsx = true;
         e.visit_children_with(self);

@@ -13,11 +13,13 @@
 //! ```
 //!
 //! The pipeline is swc's: parse (recovering where it can, every error reported), Spike's own checks
-//! (duplicate exports, parameter decorators), resolver, TypeScript strip (enums and `const enum`
-//! values inlined, namespaces, parameter properties, `satisfies`, type-only imports erased),
-//! decorators and `accessor` fields lowered, JSX (automatic or classic runtime, with pragmas),
-//! lowering to the target edition, helpers inlined, hygiene, fixer, code generation. Plain
-//! JavaScript that needs none of these goes straight from parser to code generator.
+//! (duplicate exports, parameter decorators), resolver, members of merged namespaces qualified
+//! (`merged_namespaces`), TypeScript strip (enums and `const enum` values inlined, namespaces,
+//! parameter properties, `satisfies`, type-only imports erased), decorators and `accessor` fields
+//! lowered (and applied in TypeScript's order, `decorator_compat`), JSX (automatic or classic
+//! runtime, with pragmas), lowering to the target edition, helpers inlined, hygiene, fixer, code
+//! generation. Plain JavaScript that needs none of these goes straight from parser to code
+//! generator.
 //!
 //! # Why `swc_core` is pinned with `=`
 //! `spike-format` formats with `dprint-plugin-typescript`, which parses with swc through
@@ -27,8 +29,10 @@
 //! `cargo xtask check-swc` (part of `cargo xtask test`) fails if the build ever holds two.
 
 mod checks;
+mod decorator_compat;
 mod diagnostic;
 mod imports;
+mod merged_namespaces;
 mod options;
 mod pipeline;
 

@@ -162,7 +162,10 @@ pub enum SourceMapMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Decorators {
     /// TC39 standard decorators (TypeScript 5's default), lowered to the 2022-03 proposal's
-    /// runtime. Parameter decorators do not exist in this proposal and are an error.
+    /// runtime and applied in TypeScript's order. Parameter decorators do not exist in this
+    /// proposal and are an error. Unlike TypeScript, initializers that field and accessor
+    /// decorators add with `addInitializer` run before the fields are defined, with those of the
+    /// methods.
     #[default]
     Standard,
     /// TypeScript's `experimentalDecorators`, including parameter decorators.

@@ -34,8 +34,8 @@ use swc_core::{
 
 use crate::{
     checks::{self, Finding, Scan},
-    imports, Decorators, Diagnostic, JsxRuntime, Severity, SourceKind, SourceMapMode, Target,
-    TranspileError, TranspileOptions, Transpiled,
+    decorator_compat, imports, merged_namespaces, Decorators, Diagnostic, JsxRuntime, Severity,
+    SourceKind, SourceMapMode, Target, TranspileError, TranspileOptions, Transpiled,
 };
 
 /// The stack swc runs on. swc's parser, visitors and `Drop` recurse once per nesting level;
@@ -372,6 +372,11 @@ fn transform(
             top_level_mark,
             kind.is_typescript(),
         ));
+        if features.namespaces {
+            if let Program::Module(module) = program {
+                merged_namespaces::qualify(module);
+            }
+        }
 
         if let Decorators::Legacy { emit_metadata } = options.decorators {
             if features.decorators {
@@ -380,6 +385,7 @@ fn transform(
                     emit_metadata,
                     use_define_for_class_fields: true,
                 }));
+                decorator_compat::legacy_like_tsc(program, HELPERS.with(|h| h.mark()));
             }
         }
 
@@ -421,6 +427,7 @@ fn transform(
             && (features.decorators || features.auto_accessors)
         {
             program.mutate(decorator_2022_03());
+            decorator_compat::standard_in_proposal_order(program, HELPERS.with(|h| h.mark()));
         }
         if features.using {
             program.mutate(explicit_resource_management());

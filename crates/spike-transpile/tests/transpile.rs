@@ -381,3 +381,28 @@ fn private_brand_checks_are_refused_below_es2022() {
     assert!(d[0].message.contains("--target es2022"), "{}", d[0].message);
     assert!(ok(src, "k.ts").contains("#p in o"));
 }
+
+#[test]
+fn merged_namespace_members_are_qualified_like_tsc() {
+    // Assignments too, as tsc does (esbuild leaves `n = 2` unqualified, a ReferenceError).
+    let code = ok(
+        "namespace N { export let n = 1; export let m = 1 }\n\
+         namespace N { n = 2; n++; [n] = [3]; ({ n } = { n: 4 }); ({ m = 5 } = {}); }\n",
+        "m.ts",
+    );
+    let flat: String = code.split_whitespace().collect();
+    for expected in ["N.n=2", "N.n++", "[N.n]=[", "({n:N.n}={", "({m:N.m=5}={"] {
+        assert!(flat.contains(expected), "{expected} missing:\n{code}");
+    }
+    // A parameter, a local or a nested declaration of the same name shadows the member.
+    let code = ok(
+        "namespace N { export const x = 1; export function f() {} }\n\
+         namespace N { function g(x: number) { return x } { const f = 2; console.log(f) } \
+         console.log(g(x), f()) }\n",
+        "s.ts",
+    );
+    let flat: String = code.split_whitespace().collect();
+    assert!(flat.contains("returnx;"), "{code}");
+    assert!(flat.contains("console.log(f)"), "{code}");
+    assert!(flat.contains("console.log(g(N.x),(0,N.f)())"), "{code}");
+}
