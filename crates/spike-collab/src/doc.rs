@@ -19,11 +19,11 @@ use yrs::types::{Event, PathSegment, ToJson};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{
-    Any, DeepObservable, Doc, GetString, Map, MapRef, OffsetKind, Options, Origin, Out, ReadTxn,
-    StateVector, Text, TextPrelim, TextRef, Transact, Update,
+    Any, Assoc, BranchID, DeepObservable, Doc, GetString, IndexedSequence, Map, MapRef, OffsetKind,
+    Options, Origin, Out, ReadTxn, StateVector, Text, TextPrelim, TextRef, Transact, Update,
 };
 
-use crate::CollabError;
+use crate::{CollabError, Selection};
 
 /// Name of the root map from path to `Y.Text`.
 pub const FILES: &str = "files";
@@ -265,6 +265,40 @@ impl RoomDoc {
             }
         }
         Ok(non_empty(txn.encode_update_v1()))
+    }
+
+    /// A selection in `path` from UTF-16 offsets, as relative positions that keep pointing at the
+    /// same characters while the text changes (what [`crate::Presence`] publishes). Offsets past
+    /// the end are clamped. `None` when there is no such file.
+    pub fn selection(&self, path: &str, anchor: u32, head: u32) -> Option<Selection> {
+        let txn = self.doc.transact();
+        let text = self.text(&txn, path)?;
+        let len = text.len(&txn);
+        Some(Selection {
+            anchor: text.sticky_index(&txn, anchor.min(len), Assoc::After)?,
+            head: text.sticky_index(&txn, head.min(len), Assoc::After)?,
+        })
+    }
+
+    /// Where `selection` is in `path` now: `(anchor, head)` in UTF-16 code units. `None` when
+    /// there is no such file, or the positions belong to another text (a peer's stale cursor in
+    /// a file that was deleted and created again) or to content this replica has not received.
+    pub fn resolve_selection(&self, path: &str, selection: &Selection) -> Option<(u32, u32)> {
+        let txn = self.doc.transact();
+        let text = self.text(&txn, path)?;
+        let own: BranchID = AsRef::<yrs::branch::Branch>::as_ref(&text).id();
+        let at = |pos: &yrs::StickyIndex| {
+            let offset = pos.get_offset(&txn)?;
+            (offset.branch.id() == own).then_some(offset.index)
+        };
+        Some((at(&selection.anchor)?, at(&selection.head)?))
+    }
+
+    fn text<T: ReadTxn>(&self, txn: &T, path: &str) -> Option<TextRef> {
+        match self.files.get(txn, path)? {
+            Out::YText(text) => Some(text),
+            _ => None,
+        }
     }
 
     /// Sets a metadata string.

@@ -73,6 +73,14 @@ pub enum CollabError {
     /// A session URL that is not `ws://` or `wss://`.
     #[error("invalid server URL {0:?}: expected ws://host[:port]/path")]
     InvalidUrl(String),
+    /// A room link that cannot be read (see [`crate::RoomLink::parse`]).
+    #[error("invalid room link {link:?}: {reason}")]
+    InvalidLink {
+        /// The link as given (at most 200 characters).
+        link: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The room name is empty, too long, or has characters other than `A-Za-z0-9._-`.
     #[error("invalid room name {0:?}")]
     InvalidRoom(String),

@@ -27,6 +27,7 @@
 mod doc;
 mod error;
 pub mod example;
+pub mod link;
 mod log;
 pub mod protocol;
 mod session;
@@ -36,6 +37,7 @@ pub use doc::{
     MAX_PATH_BYTES, META,
 };
 pub use error::{AwarenessError, CollabError};
+pub use link::RoomLink;
 pub use log::{Compaction, UpdateLog, DEFAULT_COMPACT_AFTER};
 pub use protocol::{Presence, Selection, User};
 pub use session::{validate_room, Session, SessionConfig, SessionState, SessionStatus};

@@ -226,8 +226,12 @@ pub fn permission_denied(reason: &str) -> Vec<u8> {
 }
 
 /// A peer's presence, the JSON value of its awareness state:
-/// `{"user": {"name": …, "color": "#rrggbb"}, "cursors": {path: {"anchor": n, "head": n}}}`,
-/// offsets in UTF-16 code units. `user` is the field y-codemirror and other Yjs UIs read.
+/// `{"user": {"name": …, "color": "#rrggbb"}, "cursors": {path: {"anchor": pos, "head": pos}}}`,
+/// where each `pos` is a Yjs relative position in its JSON form
+/// (`Y.relativePositionToJSON`: `{"item": {"client": n, "clock": n}, "assoc": 0}`, or
+/// `{"tname": …}` / `{"type": …}` at the ends of a text). `user` is the field y-codemirror and other
+/// Yjs UIs read. Relative positions stay on the same character while others edit, where offsets
+/// would drift until the next cursor message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Presence {
     /// Who this is.
@@ -239,6 +243,7 @@ pub struct Presence {
 
 /// A peer's name and colour.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct User {
     /// Display name.
     pub name: String,
@@ -246,13 +251,18 @@ pub struct User {
     pub color: String,
 }
 
-/// A selection in one file; `anchor == head` for a plain cursor. UTF-16 code units.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A selection in one file as two Yjs relative positions; `anchor == head` for a plain cursor.
+/// Make one from offsets with [`crate::RoomDoc::selection`] and read it back with
+/// [`crate::RoomDoc::resolve_selection`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Selection {
     /// Where the selection started.
-    pub anchor: u32,
+    #[cfg_attr(feature = "ts", ts(type = "RelativePositionJSON"))]
+    pub anchor: yrs::StickyIndex,
     /// Where the cursor is.
-    pub head: u32,
+    #[cfg_attr(feature = "ts", ts(type = "RelativePositionJSON"))]
+    pub head: yrs::StickyIndex,
 }
 
 /// Every peer's presence known to `awareness` except its own, by client id. States that are not

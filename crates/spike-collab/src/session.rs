@@ -203,6 +203,8 @@ struct Shared {
     status: watch::Sender<SessionStatus>,
     /// Bumped after every change to the document (local or remote).
     changed: watch::Sender<u64>,
+    /// Bumped whenever awareness (someone's presence) changes.
+    peers: watch::Sender<u64>,
     outbound: mpsc::UnboundedSender<Vec<u8>>,
     online: watch::Sender<bool>,
     closed: watch::Sender<bool>,
@@ -320,6 +322,7 @@ impl Session {
             replica: Mutex::new(replica),
             status,
             changed: watch::channel(0).0,
+            peers: watch::channel(0).0,
             outbound,
             online: watch::channel(config.online).0,
             closed: watch::channel(false).0,
@@ -479,6 +482,12 @@ impl Session {
     /// Every other peer's presence, by client id.
     pub fn peers(&self) -> BTreeMap<u64, Presence> {
         protocol::peers(&self.shared.replica().awareness)
+    }
+
+    /// A counter bumped whenever a peer's presence arrives or is cleared: wait on it with
+    /// `changed()`, then read [`Session::peers`]. Replaces polling.
+    pub fn subscribe_peers(&self) -> watch::Receiver<u64> {
+        self.shared.peers.subscribe()
     }
 
     /// Waits until `pred` holds for the status. Errors: [`CollabError::Timeout`].
@@ -862,6 +871,7 @@ fn handle(
                 .apply_update(update)
                 .map_err(|e| CollabError::MalformedMessage(e.to_string()))?;
             drop(r);
+            shared.peers.send_modify(|n| *n += 1);
             shared.bump();
         }
         Message::AwarenessQuery => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{config, open, session, TestResult, TestServer, T};
 use futures_util::{SinkExt, StreamExt};
-use spike_collab::{Presence, Selection, SessionState, TextEdit, User};
+use spike_collab::{Presence, SessionState, TextEdit, User};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +19,7 @@ async fn two_sessions_converge_and_see_presence() -> TestResult {
             name: "Ada".into(),
             color: "#ff0000".into(),
         },
-        cursors: [("App.tsx".to_owned(), Selection { anchor: 1, head: 3 })].into(),
+        cursors: Default::default(),
     });
     let a = open(ca);
     let b = open(session(&server.url(), "pair"));
@@ -28,6 +28,24 @@ async fn two_sessions_converge_and_see_presence() -> TestResult {
     a.create_file("App.tsx", "hello 😀 world")?;
     b.wait_doc(T, "App.tsx at b", |d| d.read("App.tsx").is_some())
         .await?;
+    // Ada selects "ell" (UTF-16 offsets 1..4); the selection travels as relative positions.
+    let mut peers_changed = b.subscribe_peers();
+    let selection = a
+        .with_doc(|d| d.selection("App.tsx", 1, 4))
+        .ok_or("no App.tsx at a")?;
+    a.set_presence(&Presence {
+        user: User {
+            name: "Ada".into(),
+            color: "#ff0000".into(),
+        },
+        cursors: [("App.tsx".to_owned(), selection.clone())].into(),
+    })?;
+    let has_cursor = || {
+        b.peers()
+            .values()
+            .any(|p| p.cursors.contains_key("App.tsx"))
+    };
+    tokio::time::timeout(T, peers_changed.wait_for(|_| has_cursor())).await??;
     a.edit("App.tsx", &[TextEdit::insert(8, "漢")])?;
     b.edit("App.tsx", &[TextEdit::insert(0, "e\u{301} ")])?;
     a.wait_doc(T, "both edits at a", |d| {
@@ -45,12 +63,26 @@ async fn two_sessions_converge_and_see_presence() -> TestResult {
         Some("e\u{301} hello 😀漢 world")
     );
     assert_eq!(a.files(), b.files());
-    b.wait_doc(T, "a's presence at b", |_| !b.peers().is_empty())
-        .await?;
     let peers = b.peers();
     let ada = peers.values().next().ok_or("no peer")?;
     assert_eq!(ada.user.name, "Ada");
-    assert_eq!(ada.cursors["App.tsx"], Selection { anchor: 1, head: 3 });
+    assert_eq!(ada.cursors["App.tsx"], selection);
+    // b inserted three code units before it: the same characters are now at 4..7, in b's
+    // replica and in a's.
+    assert_eq!(
+        b.with_doc(|d| d.resolve_selection("App.tsx", &ada.cursors["App.tsx"])),
+        Some((4, 7))
+    );
+    assert_eq!(
+        a.with_doc(|d| d.resolve_selection("App.tsx", &selection)),
+        Some((4, 7))
+    );
+    // A position in another file's text does not resolve there.
+    a.create_file("Other.tsx", "0123456789")?;
+    assert_eq!(
+        a.with_doc(|d| d.resolve_selection("Other.tsx", &selection)),
+        None
+    );
     a.close().await;
     b.wait_doc(T, "a's presence gone", |_| b.peers().is_empty())
         .await?;

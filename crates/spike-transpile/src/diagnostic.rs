@@ -6,6 +6,7 @@ use serde::Serialize;
 
 /// How bad a [`Diagnostic`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The file cannot be transpiled (or formatted) until this is fixed.
@@ -29,6 +30,7 @@ impl fmt::Display for Severity {
 /// line, as editors and `tsc` display them. `source_line` is the text of that line without its line
 /// terminator, so a reader can show the line with a caret under the column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
@@ -37,8 +39,10 @@ pub struct Diagnostic {
     /// The file name given to the transpiler or formatter.
     pub file: String,
     /// 1-based line number.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub line: usize,
     /// 1-based column, in characters.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub column: usize,
     /// The text of the offending line (empty when the position is the end of the file).
     pub source_line: String,
