@@ -136,6 +136,13 @@ async function runtimeError(error, event) {
 window.addEventListener("error", (e) => void runtimeError(e.error ?? e.message, e));
 window.addEventListener("unhandledrejection", (e) => void runtimeError(e.reason));
 
+// Where the time of the last renders went, for the benchmark (epoch milliseconds): when the host
+// called render(), when the import (fetch, evaluate, schedule React's render) finished, when React
+// had committed, when it was painted.
+const TIMINGS_KEPT = 300;
+const timings = [];
+const epochMs = () => performance.timeOrigin + performance.now();
+
 let latest = 0;
 async function render(generation) {
   if (generation <= latest) return;
@@ -144,6 +151,7 @@ async function render(generation) {
     location.reload();
     return;
   }
+  const calledAt = epochMs();
   hideOverlay();
   let ok = true;
   try {
@@ -152,8 +160,40 @@ async function render(generation) {
     ok = false;
     if (generation === latest) await runtimeError(error);
   }
+  const importedAt = epochMs();
   document.documentElement.dataset.generation = String(generation);
-  report({ type: "rendered", generation, ok });
+  const { committedAt, paintedAt } = await painted();
+  document.documentElement.dataset.paintedAt = String(paintedAt);
+  report({ type: "rendered", generation, ok, paintedAt });
+  timings.push({ generation, calledAt, importedAt, committedAt, paintedAt });
+  if (timings.length > TIMINGS_KEPT) timings.shift();
+}
+
+// When this render is on screen, in epoch milliseconds (a clock the editor's webview shares), for
+// the keystroke-to-paint benchmark. React commits the root.render() that the import scheduled in
+// a scheduler task (a MessageChannel message posted during the import); a message posted after
+// it runs after the commit. The frame after the commit paints it; the callback of the frame after
+// that one runs once it was presented. A window that does not paint (hidden, minimized) gets no
+// animation frames: the report then goes after PAINT_TIMEOUT_MS anyway.
+const PAINT_TIMEOUT_MS = 1000;
+function painted() {
+  return new Promise((resolve) => {
+    let committedAt = 0;
+    const done = () => resolve({ committedAt, paintedAt: epochMs() });
+    const timer = setTimeout(done, PAINT_TIMEOUT_MS);
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      committedAt = epochMs();
+      channel.port1.close();
+      requestAnimationFrame(() =>
+        requestAnimationFrame(() => {
+          clearTimeout(timer);
+          done();
+        }),
+      );
+    };
+    channel.port2.postMessage(null);
+  });
 }
 
 function showErrors(diagnostics) {
@@ -163,5 +203,5 @@ function showErrors(diagnostics) {
   );
 }
 
-window.__spike = { render, showErrors, hideOverlay };
+window.__spike = { render, showErrors, hideOverlay, timings };
 render(loadedAt);
