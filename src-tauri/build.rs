@@ -25,5 +25,10 @@ fn spike_desktop_commands() -> &'static [&'static str] {
         "format_file",
         "preview_reload",
         "set_cursor",
+        "share_room",
+        "join_room",
+        "new_room",
+        "get_settings",
+        "save_settings",
     ]
 }

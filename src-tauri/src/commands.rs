@@ -1,11 +1,12 @@
-//! The app's commands: thin wrappers over [`crate::room::Room`] and [`crate::preview::Preview`].
+//! The app's commands: thin wrappers over [`crate::room::Room`] and [`spike_preview::Preview`].
 //! Every one is listed in `build.rs` (the app manifest) and allowed for the `main` window only
 //! (`capabilities/main.json`).
 
 use tauri::ipc::{Channel, InvokeBody, InvokeResponseBody, Request, Response};
 use tauri::State;
 
-use crate::{DesktopError, Shell, ShellEvent};
+use crate::settings::Settings;
+use crate::{DesktopError, ShareInfo, Shell, ShellEvent};
 
 /// Connects the editor's Yjs replica: `updates` receives every later update that does not come
 /// from the UI (raw lib0 v1 bytes, an `ArrayBuffer` in JS), `events` receives diagnostics and the
@@ -16,16 +17,18 @@ pub fn open_room(
     updates: Channel<InvokeResponseBody>,
     events: Channel<ShellEvent>,
 ) -> Result<Response, DesktopError> {
-    let state = shell.room.attach_ui(Box::new(move |update| {
+    let room = shell.room();
+    let state = room.attach_ui(Box::new(move |update| {
         if let Err(e) = updates.send(InvokeResponseBody::Raw(update)) {
             tracing::warn!("sending an update to the UI failed: {e}");
         }
     }));
     shell.set_events(events);
-    shell.changed(shell.room.paths());
+    shell.changed(room.paths());
     shell.emit_status();
+    shell.emit_peers();
     tracing::info!(
-        room = shell.room.name(),
+        room = room.name(),
         bytes = state.len(),
         "UI replica attached"
     );
@@ -38,7 +41,7 @@ pub fn open_room(
 #[tauri::command]
 pub fn push_update(shell: State<'_, Shell>, request: Request<'_>) -> Result<(), DesktopError> {
     match request.body() {
-        InvokeBody::Raw(bytes) => shell.room.apply_from_ui(bytes),
+        InvokeBody::Raw(bytes) => shell.room().apply_from_ui(bytes),
         InvokeBody::Json(_) => Err(DesktopError::BadRequest(
             "push_update takes the raw update bytes as the body".into(),
         )),
@@ -52,26 +55,26 @@ pub fn create_file(
     path: String,
     text: String,
 ) -> Result<(), DesktopError> {
-    shell.room.create_file(&path, &text)
+    shell.room().create_file(&path, &text)
 }
 
 /// Renames a file. Errors: no such file, invalid or existing target.
 #[tauri::command]
 pub fn rename_file(shell: State<'_, Shell>, from: String, to: String) -> Result<(), DesktopError> {
-    shell.room.rename_file(&from, &to)
+    shell.room().rename_file(&from, &to)
 }
 
 /// Deletes a file. Errors: no such file.
 #[tauri::command]
 pub fn delete_file(shell: State<'_, Shell>, path: String) -> Result<(), DesktopError> {
-    shell.room.delete_file(&path)
+    shell.room().delete_file(&path)
 }
 
 /// Formats a file in place (as minimal CRDT edits). Returns whether it changed.
 /// Errors: `format` with the syntax errors' diagnostics, `collab` for no such file.
 #[tauri::command]
 pub async fn format_file(shell: State<'_, Shell>, path: String) -> Result<bool, DesktopError> {
-    shell.room.format_file(&path)
+    shell.room().format_file(&path)
 }
 
 /// Re-renders the preview from scratch (a new generation of every module).
@@ -80,14 +83,14 @@ pub fn preview_reload(shell: State<'_, Shell>) -> Result<u64, DesktopError> {
     shell.render_preview()
 }
 
-/// Publishes where this user's cursor is: `file` (or none), `anchor` and `head` in UTF-16 code
-/// units. Errors: `bad-request` for a path longer than the room allows.
+/// Publishes where this user's cursor is: `file` and its `selection` as Yjs relative positions
+/// (`Y.relativePositionToJSON`), or none. Errors: `bad-request` for a path longer than the room
+/// allows or a selection without its file.
 #[tauri::command]
 pub fn set_cursor(
     shell: State<'_, Shell>,
     file: Option<String>,
-    anchor: u32,
-    head: u32,
+    selection: Option<spike_collab::Selection>,
 ) -> Result<(), DesktopError> {
     if file
         .as_deref()
@@ -95,5 +98,59 @@ pub fn set_cursor(
     {
         return Err(DesktopError::BadRequest("file path too long".into()));
     }
-    shell.set_cursor(file, anchor, head)
+    let cursor = match (file, selection) {
+        (Some(file), Some(selection)) => Some((file, selection)),
+        (None, None) | (Some(_), None) => None,
+        (None, Some(_)) => {
+            return Err(DesktopError::BadRequest(
+                "a selection needs its file".into(),
+            ))
+        }
+    };
+    shell.set_cursor(cursor)
+}
+
+/// What to give a collaborator: the open room's `spike://` link and WebSocket URL (with this
+/// machine's network address when the embedded server listens beyond loopback).
+#[tauri::command]
+pub fn share_room(shell: State<'_, Shell>) -> ShareInfo {
+    shell.share_info()
+}
+
+/// Leaves the open room and opens the one `link` names (a `spike://` link or a `ws://` URL).
+/// The UI reloads afterwards and attaches to it with `open_room`. Errors: `collab` for a link
+/// that does not parse (with the reason) or a room whose log cannot be opened.
+#[tauri::command]
+pub async fn join_room(
+    shell: State<'_, Shell>,
+    link: String,
+) -> Result<spike_collab::RoomLink, DesktopError> {
+    let link = spike_collab::RoomLink::parse(&link)?;
+    shell.switch_room(link.clone()).await?;
+    Ok(link)
+}
+
+/// Creates a room with a random name on the configured server (else the embedded one), seeded
+/// with the example project, and switches to it.
+#[tauri::command]
+pub async fn new_room(shell: State<'_, Shell>) -> Result<spike_collab::RoomLink, DesktopError> {
+    let link = shell.new_room_link()?;
+    shell.switch_room(link.clone()).await?;
+    Ok(link)
+}
+
+/// The current settings.
+#[tauri::command]
+pub fn get_settings(shell: State<'_, Shell>) -> Settings {
+    shell.settings()
+}
+
+/// Validates, saves and applies `settings` (name and colour reach peers at once; the server is
+/// used for the next new room). Returns what was stored. Errors: `settings` naming the field.
+#[tauri::command]
+pub fn save_settings(
+    shell: State<'_, Shell>,
+    settings: Settings,
+) -> Result<Settings, DesktopError> {
+    shell.save_settings(settings)
 }

@@ -1,7 +1,5 @@
 //! The one error type every command returns.
 
-use serde::ser::SerializeStruct;
-
 /// Why a command failed. Serialized to the UI as `{ kind, message, diagnostics }`, where
 /// `diagnostics` is non-empty only for syntax errors (the list spike-transpile or spike-format
 /// found, 1-based lines and character columns).
@@ -27,13 +25,17 @@ pub enum DesktopError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Settings were refused or could not be saved.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     /// An IPC argument is malformed or too large.
     #[error("bad request: {0}")]
     BadRequest(String),
 }
 
 impl DesktopError {
-    /// A stable machine-readable name of the variant, for the UI.
+    /// A stable machine-readable name of the variant, for the UI (one of [`ErrorReply::kind`]'s
+    /// values).
     pub fn kind(&self) -> &'static str {
         match self {
             DesktopError::Transpile(_) => "transpile",
@@ -41,6 +43,7 @@ impl DesktopError {
             DesktopError::Collab(_) => "collab",
             DesktopError::Tauri(_) => "tauri",
             DesktopError::Io { .. } => "io",
+            DesktopError::Settings(_) => "settings",
             DesktopError::BadRequest(_) => "bad-request",
         }
     }
@@ -55,13 +58,28 @@ impl DesktopError {
     }
 }
 
+/// A [`DesktopError`] as the UI receives it (a rejected `invoke`).
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
+pub struct ErrorReply {
+    /// Which kind of failure.
+    #[ts(
+        type = r#""transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request""#
+    )]
+    pub kind: &'static str,
+    /// The error in a sentence.
+    pub message: String,
+    /// The syntax errors behind a transpile or format failure (empty otherwise).
+    pub diagnostics: Vec<spike_transpile::Diagnostic>,
+}
+
 impl serde::Serialize for DesktopError {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("DesktopError", 3)?;
-        s.serialize_field("kind", self.kind())?;
-        s.serialize_field("message", &self.to_string())?;
-        s.serialize_field("diagnostics", &self.diagnostics())?;
-        s.end()
+        ErrorReply {
+            kind: self.kind(),
+            message: self.to_string(),
+            diagnostics: self.diagnostics(),
+        }
+        .serialize(serializer)
     }
 }
 

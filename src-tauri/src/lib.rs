@@ -17,40 +17,46 @@
 //! - `SPIKE_ROOM`: the room to open (default `example`);
 //! - `SPIKE_PORT`: the embedded server's port (default 8717). When the port is taken, the app
 //!   assumes another Spike serves it and joins that server instead;
-//! - `SPIKE_SERVER`: join this room server (`ws://host:port/rooms`) instead of starting one.
+//! - `SPIKE_SERVER`: join this room server (`ws://host:port/rooms`) instead of starting one;
+//! - `SPIKE_LISTEN`: the address the embedded server binds (default `127.0.0.1`; `0.0.0.0` lets
+//!   people on the local network join, and share links then carry this machine's address);
+//! - `SPIKE_NAME`: the display name when the settings have none.
+//!
+//! A `spike://room/…` link (or a `ws://…/<room>` URL) as the first argument opens that room.
+//! Otherwise the app reopens the room that was open last (saved in the settings).
 
+pub mod bindings;
 pub mod commands;
 pub mod diff;
 mod error;
-pub mod preview;
 pub mod room;
+pub mod settings;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Serialize;
 use tauri::ipc::Channel;
-use tauri::{AppHandle, Manager, WebviewUrl, WebviewWindowBuilder};
+use tauri::{AppHandle, Manager, Runtime, WebviewUrl, WebviewWindowBuilder};
 
-pub use error::DesktopError;
-use preview::{Preview, PreviewReport, PreviewRequest};
+pub use error::{DesktopError, ErrorReply};
 use room::{Room, RoomConfig};
+use settings::Settings;
+use spike_collab::RoomLink;
+use spike_preview::{self as preview, Preview, PreviewReport, PreviewRequest};
 
 /// The label of the sandboxed preview webview. It is in no capability: it cannot invoke commands.
 pub const PREVIEW_LABEL: &str = "preview";
-
-/// How often the peers' presence is looked at.
-const PEERS_POLL: Duration = Duration::from_millis(150);
 
 /// How long the document must be quiet before the preview re-renders and diagnostics refresh.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 
 /// What the shell tells the editor UI besides document updates.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ShellEvent {
     /// The transpile diagnostics of one file (empty when it transpiles).
@@ -73,6 +79,7 @@ pub enum ShellEvent {
     /// The room's connection changed.
     Status {
         /// `offline`, `connecting`, `syncing` or `synced`.
+        #[ts(type = r#""offline" | "connecting" | "syncing" | "synced""#)]
         state: &'static str,
         /// Whether some local change is not confirmed by the server yet.
         unconfirmed: bool,
@@ -86,14 +93,31 @@ pub enum ShellEvent {
 }
 
 /// Another person in the room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct Peer {
-    /// Their replica's client id.
+    /// Their replica's client id (a Yjs client id, below 2^53).
+    #[ts(type = "number")]
     pub id: u64,
     /// Name and colour.
     pub user: spike_collab::User,
-    /// Their selection per open file (UTF-16 code units).
+    /// Their selection per open file, as Yjs relative positions.
     pub cursors: std::collections::BTreeMap<String, spike_collab::Selection>,
+}
+
+/// What the share dialog shows for the open room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareInfo {
+    /// The room and its server, as a collaborator should use them.
+    pub link: RoomLink,
+    /// `spike://room/…`, for the clipboard.
+    pub spike_link: String,
+    /// The URL a y-websocket client connects to.
+    pub websocket_url: String,
+    /// Whether the room lives on this app's embedded server.
+    pub embedded: bool,
+    /// Whether that embedded server only accepts connections from this computer.
+    pub loopback_only: bool,
 }
 
 /// The colours people get, by client id.
@@ -101,33 +125,177 @@ const PEOPLE_COLOURS: &[&str] = &[
     "#f59e0b", "#10b981", "#3b82f6", "#ef4444", "#a855f7", "#ec4899", "#14b8a6", "#84cc16",
 ];
 
-/// This user's name (`SPIKE_NAME`, or the login name) and colour (by client id).
-fn local_user(client_id: u64) -> spike_collab::User {
-    let name = std::env::var("SPIKE_NAME")
-        .or_else(|_| std::env::var("USER"))
-        .ok()
+/// This user's name (the settings', else `SPIKE_NAME`, else the login name) and colour (the
+/// settings', else one picked by client id).
+fn local_user(client_id: u64, settings: &Settings) -> spike_collab::User {
+    let name = Some(settings.name.clone())
         .filter(|n| !n.trim().is_empty())
-        .map(|n| n.chars().take(40).collect())
+        .or_else(|| std::env::var("SPIKE_NAME").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| n.chars().take(settings::MAX_NAME_CHARS).collect())
         .unwrap_or_else(|| format!("Guest {}", client_id % 1000));
-    let colour = PEOPLE_COLOURS[(client_id % PEOPLE_COLOURS.len() as u64) as usize];
+    let colour = if settings.color.is_empty() {
+        PEOPLE_COLOURS[(client_id % PEOPLE_COLOURS.len() as u64) as usize].to_owned()
+    } else {
+        settings.color.clone()
+    };
     spike_collab::User {
         name,
-        color: colour.to_owned(),
+        color: colour,
     }
+}
+
+/// The open room and what runs for it.
+struct Current {
+    room: Arc<Room>,
+    link: RoomLink,
+    /// The status and peers watchers; aborted when the room is left.
+    tasks: Vec<tauri::async_runtime::JoinHandle<()>>,
+    /// This user's cursor, republished when the name or colour changes.
+    cursor: Mutex<Option<(String, spike_collab::Selection)>>,
+    /// The peers last sent to the UI.
+    peers: Mutex<Vec<Peer>>,
+}
+
+/// The embedded room server, when this app runs one.
+#[derive(Debug, Clone)]
+struct Embedded {
+    /// `ws://127.0.0.1:<port>/rooms`, how this app connects to it.
+    url: String,
+    /// The address it listens on.
+    listen: std::net::IpAddr,
 }
 
 /// The app's state.
 pub struct Shell {
-    room: Arc<Room>,
-    server: String,
-    user: spike_collab::User,
+    current: RwLock<Arc<Current>>,
+    /// Serializes room switches.
+    switching: tokio::sync::Mutex<()>,
+    settings: Mutex<Settings>,
+    settings_path: PathBuf,
+    embedded: Option<Embedded>,
     preview: Preview,
     events: Mutex<Option<Channel<ShellEvent>>>,
     changes: Mutex<mpsc::Sender<Vec<String>>>,
-    app: AppHandle,
+    /// Opens a room and starts its watchers (holds the app handle, whatever its runtime).
+    opener: Box<RoomOpener>,
+    /// Runs a script in the preview webview, if it is open.
+    preview_eval: Box<PreviewEval>,
 }
 
+/// See [`Shell`]'s `opener`.
+type RoomOpener = dyn Fn(&RoomLink, &Settings) -> Result<Arc<Current>, DesktopError> + Send + Sync;
+/// See [`Shell`]'s `preview_eval`.
+type PreviewEval = dyn Fn(&str) -> Result<(), DesktopError> + Send + Sync;
+
 impl Shell {
+    /// The open room.
+    pub fn room(&self) -> Arc<Room> {
+        self.current().room.clone()
+    }
+
+    fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Settings {
+        lock(&self.settings).clone()
+    }
+
+    fn user(&self) -> spike_collab::User {
+        local_user(self.room().client_id(), &self.settings())
+    }
+
+    /// Validates, saves and applies settings; the name and colour reach peers at once.
+    pub fn save_settings(&self, mut settings: Settings) -> Result<Settings, DesktopError> {
+        settings.name = settings.name.trim().to_owned();
+        settings.server = settings.server.trim().to_owned();
+        settings.last_room = lock(&self.settings).last_room.clone();
+        settings.save(&self.settings_path)?;
+        *lock(&self.settings) = settings.clone();
+        let cursor = lock(&self.current().cursor).clone();
+        self.set_cursor(cursor)?;
+        self.emit_status();
+        Ok(settings)
+    }
+
+    /// The share dialog's contents for the open room.
+    pub fn share_info(&self) -> ShareInfo {
+        let current = self.current();
+        let mut link = current.link.clone();
+        let embedded = self.embedded.as_ref().filter(|e| e.url == link.server);
+        let loopback_only = embedded.is_some_and(|e| e.listen.is_loopback());
+        if let Some(e) = embedded {
+            if !e.listen.is_loopback() {
+                if let Some(ip) = lan_address() {
+                    link.server = link.server.replacen("127.0.0.1", &ip.to_string(), 1);
+                }
+            }
+        }
+        ShareInfo {
+            spike_link: link.to_link(),
+            websocket_url: link.websocket_url(),
+            link,
+            embedded: embedded.is_some(),
+            loopback_only,
+        }
+    }
+
+    /// A link to a new room with a random name, on the settings' server, else the embedded
+    /// one, else the open room's. Errors: `settings` for a bad server URL (not expected: it was
+    /// validated when saved).
+    pub fn new_room_link(&self) -> Result<RoomLink, DesktopError> {
+        let settings = self.settings();
+        let server = if !settings.server.is_empty() {
+            settings.server
+        } else if let Some(e) = &self.embedded {
+            e.url.clone()
+        } else {
+            self.current().link.server.clone()
+        };
+        Ok(RoomLink::new(&server, &random_room_name()?)?)
+    }
+
+    /// Leaves the open room (closing its connection) and opens `link`, which the app reopens at
+    /// its next start. The UI attaches to the new room with `open_room`.
+    pub async fn switch_room(&self, link: RoomLink) -> Result<(), DesktopError> {
+        let _one_at_a_time = self.switching.lock().await;
+        let next = (self.opener)(&link, &self.settings())?;
+        let previous = std::mem::replace(
+            &mut *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            next,
+        );
+        *lock(&self.events) = None;
+        self.remember(&link);
+        if let Ok(previous) = Arc::try_unwrap(previous) {
+            for task in &previous.tasks {
+                task.abort();
+            }
+            if let Ok(room) = Arc::try_unwrap(previous.room) {
+                room.close().await;
+            }
+        }
+        tracing::info!(room = link.room, server = link.server, "switched room");
+        Ok(())
+    }
+
+    /// Saves `link` as the room to reopen at start.
+    fn remember(&self, link: &RoomLink) {
+        let mut settings = lock(&self.settings);
+        settings.last_room = Some(link.clone());
+        if let Err(e) = settings.save(&self.settings_path) {
+            tracing::warn!("saving the last room failed: {e}");
+        }
+    }
+
     fn set_events(&self, events: Channel<ShellEvent>) {
         *lock(&self.events) = Some(events);
     }
@@ -141,7 +309,8 @@ impl Shell {
     }
 
     fn emit_status(&self) {
-        let status = self.room.status();
+        let current = self.current();
+        let status = current.room.status();
         self.emit(ShellEvent::Status {
             state: match status.state {
                 spike_collab::SessionState::Offline => "offline",
@@ -150,23 +319,45 @@ impl Shell {
                 spike_collab::SessionState::Synced => "synced",
             },
             unconfirmed: status.unconfirmed,
-            server: self.server.clone(),
-            room: self.room.name().to_owned(),
-            user: self.user.clone(),
+            server: current.link.server.clone(),
+            room: current.link.room.clone(),
+            user: local_user(current.room.client_id(), &self.settings()),
         });
     }
 
-    fn set_cursor(&self, file: Option<String>, anchor: u32, head: u32) -> Result<(), DesktopError> {
-        let mut presence = spike_collab::Presence {
-            user: self.user.clone(),
-            cursors: Default::default(),
-        };
-        if let Some(file) = file {
-            presence
-                .cursors
-                .insert(file, spike_collab::Selection { anchor, head });
+    /// Tells the UI who else is in the room, when that changed since the last time.
+    fn emit_peers(&self) {
+        let current = self.current();
+        let peers: Vec<Peer> = current
+            .room
+            .peers()
+            .into_iter()
+            .map(|(id, p)| Peer {
+                id,
+                user: p.user,
+                cursors: p.cursors,
+            })
+            .collect();
+        let mut last = lock(&current.peers);
+        if *last != peers {
+            *last = peers.clone();
+            drop(last);
+            self.emit(ShellEvent::Peers { peers });
         }
-        self.room.set_presence(&presence)
+    }
+
+    /// Publishes this user's presence with `cursor` (a file and a selection in it) or none.
+    fn set_cursor(
+        &self,
+        cursor: Option<(String, spike_collab::Selection)>,
+    ) -> Result<(), DesktopError> {
+        let current = self.current();
+        let presence = spike_collab::Presence {
+            user: self.user(),
+            cursors: cursor.iter().cloned().collect(),
+        };
+        *lock(&current.cursor) = cursor;
+        current.room.set_presence(&presence)
     }
 
     /// Queues files for the debounced diagnostics + preview pass.
@@ -178,32 +369,26 @@ impl Shell {
     /// Starts a new preview generation and tells the page to render it.
     fn render_preview(&self) -> Result<u64, DesktopError> {
         let generation = self.preview.next_generation();
-        if let Some(webview) = self.app.get_webview_window(PREVIEW_LABEL) {
-            webview.eval(preview::render_script(generation))?;
-        }
+        (self.preview_eval)(&preview::render_script(generation))?;
         Ok(generation)
     }
 
     /// The debounced pass: diagnostics of the changed files to the UI, then either a new render
     /// or, when any file has errors, the errors over the last good render.
     fn refresh(&self, paths: &BTreeSet<String>) {
+        let room = self.room();
         for path in paths {
-            let diagnostics = self.preview.diagnostics(&self.room, path);
+            let diagnostics = self.preview.diagnostics(room.as_ref(), path);
             self.emit(ShellEvent::Diagnostics {
                 path: path.clone(),
                 diagnostics,
             });
         }
-        let errors = self.preview.room_errors(&self.room);
+        let errors = self.preview.room_errors(room.as_ref());
         let result = if errors.is_empty() {
             self.render_preview().map(drop)
         } else {
-            match self.app.get_webview_window(PREVIEW_LABEL) {
-                Some(webview) => webview
-                    .eval(preview::errors_script(&errors))
-                    .map_err(DesktopError::from),
-                None => Ok(()),
-            }
+            (self.preview_eval)(&preview::errors_script(&errors))
         };
         if let Err(e) = result {
             tracing::warn!("updating the preview failed: {e}");
@@ -220,7 +405,22 @@ pub fn run() -> anyhow::Result<()> {
         )
         .init();
 
-    tauri::Builder::default()
+    builder(tauri::Builder::default())
+        .setup(|app| {
+            let launch = Launch::from_env(app.handle())?;
+            setup(app.handle(), launch).map_err(|e| {
+                tracing::error!("startup failed: {e:#}");
+                e.into()
+            })
+        })
+        .run(tauri::generate_context!("../tauri.conf.json"))
+        .context("running the Tauri app")
+}
+
+/// The app's scheme and commands on a Tauri builder (the real one, or the mock runtime's in
+/// tests); `setup` is left to the caller.
+pub fn builder<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
+    builder
         .register_asynchronous_uri_scheme_protocol(preview::SCHEME, |ctx, request, responder| {
             let app = ctx.app_handle().clone();
             // Transpiling can take milliseconds: keep it off the UI thread.
@@ -235,94 +435,121 @@ pub fn run() -> anyhow::Result<()> {
             commands::format_file,
             commands::preview_reload,
             commands::set_cursor,
+            commands::share_room,
+            commands::join_room,
+            commands::new_room,
+            commands::get_settings,
+            commands::save_settings,
         ])
-        .setup(|app| {
-            setup(app.handle()).map_err(|e| {
-                tracing::error!("startup failed: {e:#}");
-                e.into()
-            })
-        })
-        .run(tauri::generate_context!("../tauri.conf.json"))
-        .context("running the Tauri app")
 }
 
-fn setup(app: &AppHandle) -> anyhow::Result<()> {
-    let data_dir = match std::env::var_os("SPIKE_DATA_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => app
-            .path()
-            .app_data_dir()
-            .context("finding the app data directory")?,
-    };
-    let room_name = std::env::var("SPIKE_ROOM").unwrap_or_else(|_| "example".into());
-    let server = match std::env::var("SPIKE_SERVER") {
-        Ok(url) => url,
-        Err(_) => start_embedded_server(&data_dir.join("server"))?,
-    };
-    let room = tauri::async_runtime::block_on(async {
-        Room::open(&RoomConfig {
-            dir: data_dir.join("rooms"),
-            name: room_name.clone(),
-            server: server.clone(),
-            template: Some("example".into()),
-            online: true,
+/// Where the app keeps its data and which room server and room it starts with.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Room logs (`rooms/`) and the embedded server's data (`server/`).
+    pub data_dir: PathBuf,
+    /// The settings file.
+    pub settings_path: PathBuf,
+    /// Join this server instead of starting the embedded one.
+    pub server: Option<String>,
+    /// The embedded server's address and port (0: any free port).
+    pub listen: std::net::SocketAddr,
+    /// The room to open (else the last one, else `example`).
+    pub room: Option<String>,
+    /// A `spike://` link or `ws://` URL to open, overriding the rest.
+    pub link: Option<String>,
+}
+
+impl Launch {
+    /// From the environment (`SPIKE_DATA_DIR`, `SPIKE_SERVER`, `SPIKE_LISTEN`, `SPIKE_PORT`,
+    /// `SPIKE_ROOM`), the first argument, and the app's data and config folders.
+    pub fn from_env<R: Runtime>(app: &AppHandle<R>) -> anyhow::Result<Self> {
+        let custom = std::env::var_os("SPIKE_DATA_DIR").map(PathBuf::from);
+        let data_dir = match &custom {
+            Some(dir) => dir.clone(),
+            None => app
+                .path()
+                .app_data_dir()
+                .context("finding the app data directory")?,
+        };
+        let settings_path = match &custom {
+            Some(dir) => dir.join("settings.json"),
+            None => app
+                .path()
+                .app_config_dir()
+                .context("finding the app config directory")?
+                .join("settings.json"),
+        };
+        let port: u16 = match std::env::var("SPIKE_PORT") {
+            Ok(p) => p
+                .parse()
+                .with_context(|| format!("SPIKE_PORT={p:?} is not a port"))?,
+            Err(_) => DEFAULT_PORT,
+        };
+        let ip: std::net::IpAddr = match std::env::var("SPIKE_LISTEN") {
+            Ok(a) => a
+                .parse()
+                .with_context(|| format!("SPIKE_LISTEN={a:?} is not an IP address"))?,
+            Err(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        Ok(Self {
+            data_dir,
+            settings_path,
+            server: std::env::var("SPIKE_SERVER").ok(),
+            listen: (ip, port).into(),
+            room: std::env::var("SPIKE_ROOM").ok(),
+            link: std::env::args().nth(1).filter(|a| !a.starts_with('-')),
         })
-    })
-    .with_context(|| format!("opening room {room_name:?} in {}", data_dir.display()))?;
-    let room = Arc::new(room);
-    tracing::info!(room = room_name, server, dir = %data_dir.display(), "room open");
+    }
+}
+
+/// Starts the app's state: the embedded server (unless joining one), the first room, the
+/// preview's debounce thread and its window. Used by [`run`] and by the tests (mock runtime).
+pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<()> {
+    let Launch {
+        data_dir,
+        settings_path,
+        server,
+        listen,
+        room,
+        link,
+    } = launch;
+    let settings = Settings::load(&settings_path);
+    let embedded = match &server {
+        Some(_) => None,
+        None => Some(start_embedded_server(&data_dir.join("server"), listen)?),
+    };
+    let link = first_room(&settings, server, embedded.as_ref(), room, link)?;
+    let opener_app = app.clone();
+    let opener_dir = data_dir.clone();
+    let opener: Box<RoomOpener> =
+        Box::new(move |link, settings| open_current(&opener_app, &opener_dir, link, settings));
+    let current = opener(&link, &settings)
+        .with_context(|| format!("opening room {:?} in {}", link.room, data_dir.display()))?;
+    tracing::info!(room = link.room, server = link.server, dir = %data_dir.display(), "room open");
+    let eval_app = app.clone();
+    let preview_eval: Box<PreviewEval> =
+        Box::new(
+            move |script| match eval_app.get_webview_window(PREVIEW_LABEL) {
+                Some(webview) => Ok(webview.eval(script)?),
+                None => Ok(()),
+            },
+        );
 
     let (tx, rx) = mpsc::channel::<Vec<String>>();
-    let observer_tx = tx.clone();
-    room.on_files_changed(move |paths| {
-        let _ = observer_tx.send(paths);
-    });
-    let mut status = room.subscribe_status();
-    let status_app = app.clone();
-    tauri::async_runtime::spawn(async move {
-        while status.changed().await.is_ok() {
-            status_app.state::<Shell>().emit_status();
-        }
-    });
-    let user = local_user(room.client_id());
-    if let Err(e) = room.set_presence(&spike_collab::Presence {
-        user: user.clone(),
-        cursors: Default::default(),
-    }) {
-        tracing::warn!("publishing presence failed: {e}");
-    }
-    // Awareness has no change feed on the session: look at the peers a few times a second and
-    // tell the UI when they changed.
-    let peers_room = room.clone();
-    let peers_app = app.clone();
-    tauri::async_runtime::spawn(async move {
-        let mut last = None;
-        loop {
-            tokio::time::sleep(PEERS_POLL).await;
-            let peers: Vec<Peer> = peers_room
-                .peers()
-                .into_iter()
-                .map(|(id, p)| Peer {
-                    id,
-                    user: p.user,
-                    cursors: p.cursors,
-                })
-                .collect();
-            if last.as_ref() != Some(&peers) {
-                last = Some(peers.clone());
-                peers_app.state::<Shell>().emit(ShellEvent::Peers { peers });
-            }
-        }
-    });
     app.manage(Shell {
-        room,
-        server,
-        user,
+        current: RwLock::new(current),
+        switching: tokio::sync::Mutex::new(()),
+        settings: Mutex::new(settings),
+        settings_path,
+        embedded,
         preview: Preview::new(),
         events: Mutex::new(None),
         changes: Mutex::new(tx),
-        app: app.clone(),
+        opener,
+        preview_eval,
     });
+    app.state::<Shell>().remember(&link);
     let handle = app.clone();
     std::thread::Builder::new()
         .name("preview-debounce".into())
@@ -341,27 +568,157 @@ fn setup(app: &AppHandle) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The room to open at start: `link` (the first argument), else `room` on `server` or the
+/// embedded server, else the room open last, else `example`.
+fn first_room(
+    settings: &Settings,
+    server: Option<String>,
+    embedded: Option<&Embedded>,
+    room: Option<String>,
+    link: Option<String>,
+) -> anyhow::Result<RoomLink> {
+    if let Some(arg) = link {
+        return RoomLink::parse(&arg).with_context(|| format!("the room link {arg:?}"));
+    }
+    let server = match (server, embedded) {
+        (Some(url), _) => url,
+        (None, Some(e)) => e.url.clone(),
+        (None, None) => anyhow::bail!("no room server: set SPIKE_SERVER"),
+    };
+    let room = match room {
+        Some(room) => room,
+        None => match &settings.last_room {
+            Some(last) => return Ok(last.clone()),
+            None => "example".into(),
+        },
+    };
+    RoomLink::new(&server, &room).with_context(|| format!("room {room:?} on {server}"))
+}
+
+/// Opens the room `link` names (its log under `<data>/rooms/<server>/`) and starts what runs for
+/// it: its file changes feed the preview, its status and peers go to the UI.
+fn open_current<R: Runtime>(
+    app: &AppHandle<R>,
+    data_dir: &std::path::Path,
+    link: &RoomLink,
+    settings: &Settings,
+) -> Result<Arc<Current>, DesktopError> {
+    // The session spawns its connection task: enter the runtime (a no-op inside a command).
+    let runtime = tauri::async_runtime::handle();
+    let _entered = runtime.inner().enter();
+    let room = Room::open(&RoomConfig {
+        dir: data_dir.join("rooms").join(server_folder(&link.server)),
+        name: link.room.clone(),
+        server: link.server.clone(),
+        token: link.token.clone(),
+        template: Some("example".into()),
+        online: true,
+    })?;
+    let room = Arc::new(room);
+    let files_app = app.clone();
+    room.on_files_changed(move |paths| {
+        if let Some(shell) = files_app.try_state::<Shell>() {
+            shell.changed(paths);
+        }
+    });
+    let mut status = room.subscribe_status();
+    let status_app = app.clone();
+    let status_task = tauri::async_runtime::spawn(async move {
+        // `try_state`: the first room's watchers start before the shell is managed; the UI
+        // gets the status and peers of that moment when it attaches.
+        while status.changed().await.is_ok() {
+            if let Some(shell) = status_app.try_state::<Shell>() {
+                shell.emit_status();
+            }
+        }
+    });
+    let mut peers = room.subscribe_peers();
+    let peers_app = app.clone();
+    let peers_task = tauri::async_runtime::spawn(async move {
+        while peers.changed().await.is_ok() {
+            if let Some(shell) = peers_app.try_state::<Shell>() {
+                shell.emit_peers();
+            }
+        }
+    });
+    if let Err(e) = room.set_presence(&spike_collab::Presence {
+        user: local_user(room.client_id(), settings),
+        cursors: Default::default(),
+    }) {
+        tracing::warn!("publishing presence failed: {e}");
+    }
+    Ok(Arc::new(Current {
+        room,
+        link: link.clone(),
+        tasks: vec![status_task, peers_task],
+        cursor: Mutex::new(None),
+        peers: Mutex::new(Vec::new()),
+    }))
+}
+
+/// The folder of one server's room logs: its URL with everything but letters, digits, `.` and
+/// `-` replaced, so rooms of the same name on two servers never share a log.
+fn server_folder(server: &str) -> String {
+    let rest = server.split_once("://").map_or(server, |(_, rest)| rest);
+    rest.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A new room's name: `room-` and 16 random letters and digits (80 bits from the OS).
+fn random_room_name() -> Result<String, DesktopError> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| DesktopError::Io {
+        context: "drawing a random room name".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let name: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(b % 32)] as char)
+        .collect();
+    Ok(format!("room-{name}"))
+}
+
+/// This machine's address on the local network: the source address of a route to a public
+/// address (a UDP "connect" sends nothing). `None` offline.
+fn lan_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect(("192.0.2.1", 9)).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
 /// Default port of the embedded room server.
 const DEFAULT_PORT: u16 = 8717;
 
-/// Starts the in-process room server on loopback and returns its rooms URL. When the port is
+/// Starts the in-process room server on `listen` (port 0: any free one). When the port is
 /// taken, another Spike instance is serving there: join it.
-fn start_embedded_server(data: &std::path::Path) -> anyhow::Result<String> {
-    let port: u16 = match std::env::var("SPIKE_PORT") {
-        Ok(p) => p
-            .parse()
-            .with_context(|| format!("SPIKE_PORT={p:?} is not a port"))?,
-        Err(_) => DEFAULT_PORT,
+fn start_embedded_server(
+    data: &std::path::Path,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<Embedded> {
+    let at = |port: u16| Embedded {
+        url: format!("ws://127.0.0.1:{port}/rooms"),
+        listen: listen.ip(),
     };
-    let url = format!("ws://127.0.0.1:{port}/rooms");
-    let listener = match std::net::TcpListener::bind(("127.0.0.1", port)) {
+    let listener = match std::net::TcpListener::bind(listen) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            tracing::info!(port, "port taken: joining the Spike server already there");
-            return Ok(url);
+            tracing::info!(%listen, "port taken: joining the Spike server already there");
+            return Ok(at(listen.port()));
         }
-        Err(e) => return Err(e).with_context(|| format!("binding 127.0.0.1:{port}")),
+        Err(e) => return Err(e).with_context(|| format!("binding {listen}")),
     };
+    let embedded = at(listener
+        .local_addr()
+        .context("the listener's address")?
+        .port());
     listener
         .set_nonblocking(true)
         .context("making the listener non-blocking")?;
@@ -379,8 +736,8 @@ fn start_embedded_server(data: &std::path::Path) -> anyhow::Result<String> {
             tracing::error!("the embedded room server stopped: {e}");
         }
     });
-    tracing::info!(url, "embedded room server started");
-    Ok(url)
+    tracing::info!(url = embedded.url, %listen, "embedded room server started");
+    Ok(embedded)
 }
 
 /// The preview page's URL: custom schemes are `scheme://localhost/` on Linux and macOS and
@@ -394,7 +751,7 @@ fn preview_url() -> anyhow::Result<tauri::Url> {
     Ok(tauri::Url::parse(&url)?)
 }
 
-fn debounce(app: &AppHandle, rx: &mpsc::Receiver<Vec<String>>) {
+fn debounce<R: Runtime>(app: &AppHandle<R>, rx: &mpsc::Receiver<Vec<String>>) {
     while let Ok(first) = rx.recv() {
         let mut paths: BTreeSet<String> = first.into_iter().collect();
         loop {
@@ -408,8 +765,8 @@ fn debounce(app: &AppHandle, rx: &mpsc::Receiver<Vec<String>>) {
     }
 }
 
-fn serve_preview(
-    app: &AppHandle,
+fn serve_preview<R: Runtime>(
+    app: &AppHandle<R>,
     request: &tauri::http::Request<Vec<u8>>,
 ) -> tauri::http::Response<Vec<u8>> {
     let shell = app.state::<Shell>();
@@ -420,8 +777,9 @@ fn serve_preview(
             .map(|a| std::borrow::Cow::Owned(a.bytes))
     };
     let report = |r: PreviewReport| shell.emit(ShellEvent::Preview { report: r });
+    let room = shell.room();
     let answer = shell.preview.respond(
-        &shell.room,
+        room.as_ref(),
         &PreviewRequest {
             method: request.method().as_str(),
             path: &path,

@@ -33,6 +33,8 @@ pub struct RoomConfig {
     pub name: String,
     /// The room server's base URL, `ws://host:port/rooms`.
     pub server: String,
+    /// The access token to present, if the link carried one.
+    pub token: Option<String>,
     /// Template the server seeds a never-used room from (`example`), if any.
     pub template: Option<String>,
     /// Connect now (`false`: stay offline; edits still work and are logged).
@@ -71,6 +73,7 @@ impl Room {
         let mut session_config = SessionConfig::new(&config.server, &config.name);
         session_config.log_path = Some(Self::log_path(&config.dir, &config.name));
         session_config.online = config.online;
+        session_config.token = config.token.clone();
         if let Some(template) = &config.template {
             session_config
                 .params
@@ -95,6 +98,12 @@ impl Room {
             ui,
             write: Mutex::new(()),
         })
+    }
+
+    /// Leaves the room: says goodbye to the server (peers see this user go at once) and closes
+    /// the connection. Everything is already in the log.
+    pub async fn close(self) {
+        self.session.close().await;
     }
 
     /// The log file of room `name` in `dir`.
@@ -156,6 +165,11 @@ impl Room {
     /// Every other peer's presence, by client id.
     pub fn peers(&self) -> BTreeMap<u64, Presence> {
         self.session.peers()
+    }
+
+    /// A counter bumped whenever a peer's presence changes (see `Session::subscribe_peers`).
+    pub fn subscribe_peers(&self) -> watch::Receiver<u64> {
+        self.session.subscribe_peers()
     }
 
     /// This replica's client id (what peers see it as).
@@ -257,6 +271,25 @@ impl Room {
     }
 }
 
+/// The preview reads the room's files, its entry module and its title (`meta.title`).
+impl spike_preview::ModuleSource for Room {
+    fn read(&self, path: &str) -> Option<String> {
+        Room::read(self, path)
+    }
+
+    fn paths(&self) -> Vec<String> {
+        Room::paths(self)
+    }
+
+    fn entry(&self) -> String {
+        Room::entry(self)
+    }
+
+    fn title(&self) -> Option<String> {
+        self.meta("title")
+    }
+}
+
 /// Locks a mutex, recovering the data if a thread panicked while holding it: the document and the
 /// log stay consistent on their own (yrs transactions, SQLite transactions).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -306,6 +339,7 @@ pub(crate) mod tests {
                 dir: dir.to_owned(),
                 name: name.to_owned(),
                 server: self.url.clone(),
+                token: None,
                 template: Some("example".into()),
                 online,
             })
@@ -446,5 +480,49 @@ pub(crate) mod tests {
                 .kind(),
             "collab"
         );
+    }
+
+    #[test]
+    fn the_room_is_the_previews_module_source() {
+        use spike_preview::{ModuleSource, Preview, PreviewRequest};
+        let server = TestServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let room = server.open(dir.path(), "preview-source", false);
+        for (path, text) in spike_collab::example::FILES {
+            room.create_file(path, text).expect("create");
+        }
+        for (key, value) in spike_collab::example::META {
+            room.set_meta(key, value).expect("meta");
+        }
+        let source: &dyn ModuleSource = &room;
+        assert_eq!(source.entry(), "main.tsx");
+        assert_eq!(source.title().as_deref(), Some("Spike example"));
+        assert_eq!(source.paths(), room.paths());
+        let preview = Preview::new();
+        let get = |path: &str| {
+            let response = preview.respond(
+                source,
+                &PreviewRequest {
+                    method: "GET",
+                    path,
+                    body: &[],
+                },
+                &|_| None,
+                &|_| {},
+            );
+            String::from_utf8(response.body).expect("utf8")
+        };
+        let page = get("/");
+        assert!(page.contains("<meta name=\"spike-entry\" content=\"main.tsx\">"));
+        assert!(page.contains("<title>Spike example</title>"));
+        // `./App` from main.tsx, transpiled from the room's text.
+        let app = get("/g1/App");
+        assert!(app.contains("from \"react/jsx-runtime\""), "{app}");
+        assert!(app.contains("from \"./components/Counter\""), "{app}");
+        room.create_file("Broken.tsx", "export const x = <div>;\n")
+            .expect("create");
+        let errors = preview.room_errors(source);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].file.as_str(), errors[0].line), ("Broken.tsx", 2));
     }
 }

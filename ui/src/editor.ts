@@ -12,7 +12,7 @@ import {
 } from "@codemirror/language";
 import { type Diagnostic as CmDiagnostic, lintGutter, setDiagnostics } from "@codemirror/lint";
 import { highlightSelectionMatches, search, searchKeymap } from "@codemirror/search";
-import { EditorState, type Extension } from "@codemirror/state";
+import { EditorState, type Extension, Transaction } from "@codemirror/state";
 import {
   crosshairCursor,
   drawSelection,
@@ -36,8 +36,10 @@ import type { Diagnostic } from "./types";
 export interface EditorOptions {
   /** Ctrl/Cmd+S. */
   onSave: () => void;
-  /** The selection moved (or the text changed under it): anchor and head, UTF-16 offsets. */
+  /** The selection moved or the view gained focus: anchor and head, UTF-16 offsets. */
   onCursor: (anchor: number, head: number) => void;
+  /** This user typed, deleted, pasted or undid something (not a collaborator's edit). */
+  onLocalEdit?: () => void;
 }
 
 /** A CodeMirror view showing `ytext`, with undo/redo limited to this user's own edits. */
@@ -85,11 +87,15 @@ export function createEditor(path: string, ytext: Y.Text, parent: HTMLElement, o
     yCollab(ytext, null, { undoManager }),
     remoteCursors(),
     EditorView.updateListener.of((u) => {
-      // docChanged too: a collaborator's edit before the cursor moves it without a selection
-      // event, and presence carries absolute offsets.
-      if (u.selectionSet || u.focusChanged || u.docChanged) {
+      // Presence carries relative positions, which follow edits by themselves: only a moved
+      // selection needs publishing.
+      if (u.selectionSet || u.focusChanged) {
         const { anchor, head } = u.state.selection.main;
         options.onCursor(anchor, head);
+      }
+      // Remote edits arrive through y-codemirror without a user event.
+      if (u.docChanged && u.transactions.some((t) => t.annotation(Transaction.userEvent) !== undefined)) {
+        options.onLocalEdit?.();
       }
     }),
     EditorView.contentAttributes.of({ "data-path": path, spellcheck: "false" }),

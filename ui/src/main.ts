@@ -6,10 +6,11 @@ import { EditorView } from "@codemirror/view";
 import * as Y from "yjs";
 
 import { createEditor, showDiagnostics } from "./editor";
-import { buildTree, offsetOf, type TreeNode } from "./model";
+import { buildTree, offsetOf, relativeSelection, resolveSelection, type TreeNode } from "./model";
 import { type RemoteCursor, setRemoteCursors } from "./presence";
-import { Shell } from "./shell";
-import { type Diagnostic, isDesktopError, type Peer, type PreviewReport, type ShellEvent } from "./types";
+import { bindRoomControls, bindSettings } from "./rooms";
+import { Shell, SHELL_ORIGIN } from "./shell";
+import { type Diagnostic, isDesktopError, type Peer, type PreviewReport, type Settings, type ShellEvent } from "./types";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -33,12 +34,26 @@ class Workbench {
   private peers: Peer[] = [];
   private cursorTimer: ReturnType<typeof setTimeout> | null = null;
   private pendingOpen: string | null = null;
+  /** The person whose cursor this window follows across files, if any. */
+  private following: number | null = null;
+  private settings: Settings | null = null;
 
   async start(): Promise<void> {
     this.bindChrome();
     this.files.observe(() => this.onFilesChanged());
     this.meta.observe(() => this.renderTitle());
+    // A peer's cursor may name text that reaches this replica just after their presence did.
+    this.doc.on("update", (_u: Uint8Array, origin: unknown) => {
+      if (origin === SHELL_ORIGIN && this.peers.length && this.active) this.showPeerCursors(this.active);
+    });
     this.shell = await Shell.connect(this.doc, (e) => this.onShellEvent(e));
+    this.settings = await this.shell.getSettings();
+    bindRoomControls(this.shell);
+    bindSettings(
+      this.shell,
+      () => this.settings,
+      (s) => (this.settings = s),
+    );
     this.renderTitle();
     this.onFilesChanged();
     this.openFirst();
@@ -71,8 +86,11 @@ class Workbench {
       host.dataset.path = path;
       $("editors").append(host);
       const view = createEditor(path, ytext, host, {
-        onSave: () => void this.format(path),
+        onSave: () => {
+          if (this.settings?.formatOnSave !== false) void this.format(path);
+        },
         onCursor: (anchor, head) => this.publishCursor(path, anchor, head),
+        onLocalEdit: () => this.unfollow(),
       });
       entry = { view, host };
       this.views.set(path, entry);
@@ -151,12 +169,14 @@ class Workbench {
         this.peers = e.peers;
         for (const path of this.views.keys()) this.showPeerCursors(path);
         this.renderPeople();
+        if (this.following !== null) this.goToFollowed();
         break;
       case "status": {
         const badge = $("status");
         badge.dataset.state = e.state;
         badge.textContent = e.unconfirmed && e.state === "synced" ? "saving…" : e.state;
         badge.title = `Room ${e.room} on ${e.server}. Edits are saved on this machine first, then synced.`;
+        document.documentElement.dataset.room = e.room;
         const me = $("me");
         me.textContent = e.user.name;
         me.style.borderColor = e.user.color;
@@ -178,6 +198,7 @@ class Workbench {
         status.dataset.state = "error";
         break;
       case "rendered":
+        recordRendered(r);
         if (r.ok) {
           status.textContent = `preview: rendered #${r.generation}`;
           status.dataset.state = "ok";
@@ -189,25 +210,35 @@ class Workbench {
   // ---- presence ---------------------------------------------------------------------------------
 
   private publishCursor(path: string, anchor: number, head: number): void {
-    // At most one message per 50 ms; the last position wins.
+    // At most one message per 50 ms; the last position wins. Relative positions keep pointing
+    // at the same characters while anyone edits, so peers resolve them against their replica.
     if (this.cursorTimer) clearTimeout(this.cursorTimer);
     this.cursorTimer = setTimeout(() => {
       this.cursorTimer = null;
-      this.shell?.setCursor(path, anchor, head).catch(() => undefined);
+      const ytext = this.files.get(path);
+      if (!ytext) return;
+      this.shell?.setCursor(path, relativeSelection(ytext, anchor, head)).catch(() => undefined);
     }, 50);
+  }
+
+  /** Where a peer's selection in `path` is now in this replica (null: not resolvable here). */
+  private resolve(path: string, sel: Peer["cursors"][string]): { anchor: number; head: number } | null {
+    const ytext = this.files.get(path);
+    return ytext && sel ? resolveSelection(ytext, sel) : null;
   }
 
   private showPeerCursors(path: string): void {
     const entry = this.views.get(path);
     if (!entry) return;
     const cursors: RemoteCursor[] = this.peers.flatMap((p) => {
-      const c = p.cursors[path];
-      return c ? [{ id: p.id, name: p.user.name, color: p.user.color, anchor: c.anchor, head: c.head }] : [];
+      const at = this.resolve(path, p.cursors[path]);
+      return at ? [{ id: p.id, name: p.user.name, color: p.user.color, ...at }] : [];
     });
     entry.view.dispatch({ effects: setRemoteCursors.of(cursors) });
   }
 
   private renderPeople(): void {
+    if (this.following !== null && !this.peers.some((p) => p.id === this.following)) this.following = null;
     $("people").replaceChildren(
       ...this.peers.map((p) => {
         const chip = document.createElement("button");
@@ -215,25 +246,43 @@ class Workbench {
         chip.className = "person";
         chip.style.borderColor = p.user.color;
         chip.dataset.id = String(p.id);
+        chip.dataset.following = String(this.following === p.id);
         chip.textContent = p.user.name;
         const file = Object.keys(p.cursors)[0];
-        chip.title = file ? `${p.user.name} is in ${file}: click to go there` : p.user.name;
-        chip.addEventListener("click", () => this.follow(p.id));
+        chip.title =
+          this.following === p.id
+            ? `Following ${p.user.name}: click (or type) to stop`
+            : file
+              ? `${p.user.name} is in ${file}: click to follow`
+              : p.user.name;
+        chip.addEventListener("click", () => (this.following === p.id ? this.unfollow() : this.follow(p.id)));
         return chip;
       }),
     );
   }
 
-  /** Goes to a person's cursor: their file, scrolled to where they are. */
+  /** Follows a person: goes to their file and cursor now and whenever they move. */
   private follow(id: number): void {
-    const peer = this.peers.find((p) => p.id === id);
+    this.following = id;
+    this.renderPeople();
+    this.goToFollowed();
+  }
+
+  private unfollow(): void {
+    if (this.following === null) return;
+    this.following = null;
+    this.renderPeople();
+  }
+
+  private goToFollowed(): void {
+    const peer = this.peers.find((p) => p.id === this.following);
     const [file, sel] = Object.entries(peer?.cursors ?? {})[0] ?? [];
     if (!file || !sel) return;
-    this.open(file);
+    if (this.active !== file) this.open(file);
     const entry = this.views.get(file);
-    if (!entry) return;
-    const pos = Math.min(sel.head, entry.view.state.doc.length);
-    entry.view.dispatch({ effects: EditorView.scrollIntoView(pos, { y: "center" }) });
+    const at = this.resolve(file, sel);
+    if (!entry || !at) return;
+    entry.view.dispatch({ effects: EditorView.scrollIntoView(at.head, { y: "center" }) });
   }
 
   // ---- rendering --------------------------------------------------------------------------------
@@ -430,6 +479,34 @@ class Workbench {
       });
     }
   }
+}
+
+// ---- latency probe ----------------------------------------------------------------------------
+// What `cargo xtask bench` (tests/e2e/bench_desktop.py) reads over WebDriver as
+// `window.__spikeBench`: when the UI became ready, every keydown, and every preview render with
+// when it was painted, all in epoch milliseconds (`performance.timeOrigin + performance.now()`,
+// a clock the preview's webview shares). Always on and cheap: a number per key press; the last
+// BENCH_KEEP of each are kept. No key values are recorded.
+
+const BENCH_KEEP = 1000;
+type RenderedSample = { generation: number; ok: boolean; paintedAt: number; receivedAt: number };
+const bench = { readyAt: 0, keydowns: [] as number[], rendered: [] as RenderedSample[] };
+(window as unknown as { __spikeBench: typeof bench }).__spikeBench = bench;
+const epochMs = () => performance.timeOrigin + performance.now();
+const keep = <T>(list: T[], item: T) => {
+  list.push(item);
+  if (list.length > BENCH_KEEP) list.splice(0, list.length - BENCH_KEEP);
+};
+// Capture phase on window: before CodeMirror's handlers run.
+window.addEventListener("keydown", () => keep(bench.keydowns, epochMs()), true);
+new MutationObserver((_records, observer) => {
+  if (document.documentElement.dataset.ready !== "true") return;
+  bench.readyAt = epochMs();
+  observer.disconnect();
+}).observe(document.documentElement, { attributes: true, attributeFilter: ["data-ready"] });
+
+function recordRendered(r: Extract<PreviewReport, { type: "rendered" }>): void {
+  keep(bench.rendered, { generation: r.generation, ok: r.ok, paintedAt: r.paintedAt, receivedAt: epochMs() });
 }
 
 const workbench = new Workbench();

@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 
-import { buildTree, languageOf, offsetOf, rangeOf } from "./model";
+import * as Y from "yjs";
+
+import { buildTree, languageOf, offsetOf, rangeOf, relativeSelection, resolveSelection } from "./model";
 
 describe("offsetOf", () => {
   it("maps 1-based line and character column to a UTF-16 offset", () => {
@@ -50,5 +52,35 @@ describe("languageOf", () => {
     expect(languageOf("a.jsx")).toEqual({ jsx: true, typescript: false });
     expect(languageOf("a.mjs")).toEqual({ jsx: false, typescript: false });
     expect(languageOf("style.css")).toBeNull();
+  });
+});
+
+describe("presence selections", () => {
+  it("stay on the same characters while another replica edits before them", () => {
+    const a = new Y.Doc();
+    const b = new Y.Doc();
+    a.getMap<Y.Text>("files").set("App.tsx", new Y.Text("hello world"));
+    Y.applyUpdate(b, Y.encodeStateAsUpdate(a));
+    const textA = a.getMap<Y.Text>("files").get("App.tsx") as Y.Text;
+    const textB = b.getMap<Y.Text>("files").get("App.tsx") as Y.Text;
+    // A selects "world"; B types before it concurrently; then they sync.
+    const sel = JSON.parse(JSON.stringify(relativeSelection(textA, 6, 11)));
+    textB.insert(0, "👋 ");
+    Y.applyUpdate(a, Y.encodeStateAsUpdate(b));
+    expect(resolveSelection(textB, sel)).toEqual({ anchor: 9, head: 14 });
+    expect(resolveSelection(textA, sel)).toEqual({ anchor: 9, head: 14 });
+    expect(textB.toString().slice(9, 14)).toBe("world");
+  });
+
+  it("do not resolve in another file or before their text arrives", () => {
+    const a = new Y.Doc();
+    const files = a.getMap<Y.Text>("files");
+    files.set("App.tsx", new Y.Text("abc"));
+    files.set("Other.tsx", new Y.Text("abcdef"));
+    const sel = relativeSelection(files.get("App.tsx") as Y.Text, 1, 2);
+    expect(resolveSelection(files.get("Other.tsx") as Y.Text, sel)).toBeNull();
+    const c = new Y.Doc();
+    c.getMap<Y.Text>("files").set("App.tsx", new Y.Text("abc"));
+    expect(resolveSelection(c.getMap<Y.Text>("files").get("App.tsx") as Y.Text, sel)).toBeNull();
   });
 });

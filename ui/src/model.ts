@@ -1,6 +1,9 @@
-// Pure helpers of the editor: positions and the file tree. No DOM, no IPC (unit-tested).
+// Pure helpers of the editor: positions, the file tree and presence selections. No DOM, no IPC
+// (unit-tested).
 
-import type { Diagnostic } from "./types";
+import * as Y from "yjs";
+
+import type { Diagnostic, Selection } from "./types";
 
 /**
  * The UTF-16 offset (CodeMirror's and Yjs's unit) of a 1-based line and a 1-based column
@@ -73,4 +76,29 @@ export function languageOf(path: string): { jsx: boolean; typescript: boolean } 
   if (!m) return null;
   const ext = m[1] ?? "";
   return { jsx: ext === "tsx" || ext === "jsx", typescript: ["tsx", "ts", "mts", "cts"].includes(ext) };
+}
+
+/** A selection in `ytext` as Yjs relative positions (what presence carries). */
+export function relativeSelection(ytext: Y.Text, anchor: number, head: number): Selection {
+  const at = (index: number) => Y.relativePositionToJSON(Y.createRelativePositionFromTypeIndex(ytext, index));
+  return { anchor: at(anchor), head: at(head) };
+}
+
+/**
+ * Where a peer's selection is in `ytext` now, as offsets; null when a position belongs to
+ * another text or to content this replica has not received yet.
+ */
+export function resolveSelection(
+  ytext: Y.Text,
+  sel: Selection,
+): { anchor: number; head: number } | null {
+  const doc = ytext.doc;
+  if (!doc) return null;
+  const at = (json: unknown) => {
+    const abs = Y.createAbsolutePositionFromRelativePosition(Y.createRelativePositionFromJSON(json), doc);
+    return abs && abs.type === ytext ? abs.index : null;
+  };
+  const anchor = at(sel.anchor);
+  const head = at(sel.head);
+  return anchor === null || head === null ? null : { anchor, head };
 }

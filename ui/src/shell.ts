@@ -7,7 +7,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import * as Y from "yjs";
 
-import type { ShellEvent } from "./types";
+import type { RelativePositionJSON, RoomLink, Settings, ShareInfo, ShellEvent } from "./types";
 
 /** Transaction origin of updates that came from the shell (not echoed back, not undoable). */
 export const SHELL_ORIGIN = Symbol("shell");
@@ -69,9 +69,36 @@ export class Shell {
     return this.queue.run(() => invoke<boolean>("format_file", { path }));
   }
 
-  /** Publishes this user's cursor (not queued behind edits: it is only a hint). */
-  setCursor(file: string | null, anchor: number, head: number): Promise<void> {
-    return invoke("set_cursor", { file, anchor, head });
+  /**
+   * Publishes this user's cursor as Yjs relative positions (not queued behind edits: it is only
+   * a hint). `selection` null: no cursor in any file.
+   */
+  setCursor(file: string | null, selection: { anchor: RelativePositionJSON; head: RelativePositionJSON } | null): Promise<void> {
+    return invoke("set_cursor", { file, selection });
+  }
+
+  /** The open room's link, its WebSocket URL, and the server's addresses. */
+  shareRoom(): Promise<ShareInfo> {
+    return invoke<ShareInfo>("share_room");
+  }
+
+  /** Switches to the room a `spike://` link or `ws://` URL names; the page reloads after. */
+  joinRoom(link: string): Promise<RoomLink> {
+    return this.queue.run(() => invoke<RoomLink>("join_room", { link }));
+  }
+
+  /** Creates a room (seeded with the example project) and switches to it. */
+  newRoom(): Promise<RoomLink> {
+    return this.queue.run(() => invoke<RoomLink>("new_room"));
+  }
+
+  getSettings(): Promise<Settings> {
+    return invoke<Settings>("get_settings");
+  }
+
+  /** Validates, saves and applies settings (name and colour at once). */
+  saveSettings(settings: Settings): Promise<Settings> {
+    return invoke<Settings>("save_settings", { settings });
   }
 
   reloadPreview(): Promise<number> {

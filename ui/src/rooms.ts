@@ -1,0 +1,128 @@
+// Room controls (share, join, new room) and the settings dialog.
+
+import type { Shell } from "./shell";
+import { isDesktopError, type Settings, type ShareInfo } from "./types";
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} is missing from index.html`);
+  return el as T;
+};
+
+const message = (e: unknown) => (isDesktopError(e) ? e.message : String(e));
+
+function showError(id: string, e: unknown | null): void {
+  const el = $(id);
+  el.hidden = e === null;
+  el.textContent = e === null ? "" : message(e);
+}
+
+/** Copies the value of input `id`: the async clipboard API where allowed, else a selection copy. */
+async function copyInput(id: string, button: HTMLButtonElement): Promise<void> {
+  const input = $<HTMLInputElement>(id);
+  try {
+    await navigator.clipboard.writeText(input.value);
+  } catch {
+    input.select();
+    document.execCommand("copy");
+  }
+  const label = button.textContent;
+  button.textContent = "Copied";
+  setTimeout(() => (button.textContent = label), 1500);
+}
+
+/** What the share dialog says about who can reach the room. */
+export function shareNote(info: ShareInfo): string {
+  if (!info.embedded) return `The room lives on ${info.link.server}; anyone who can reach that server can join.`;
+  if (info.loopbackOnly) {
+    return "This room is on the server inside this app, which only this computer can reach. Start Spike with SPIKE_LISTEN=0.0.0.0 to let people on your network join.";
+  }
+  return "This room is on the server inside this app; people on your network can join with the link.";
+}
+
+/** Wires the Share button and the room dialog. Switching rooms reloads the window. */
+export function bindRoomControls(shell: Shell): void {
+  const dialog = $<HTMLDialogElement>("room-dialog");
+  $("room-button").addEventListener("click", async () => {
+    showError("room-error", null);
+    try {
+      const info = await shell.shareRoom();
+      $("room-name").textContent = info.link.room;
+      $<HTMLInputElement>("share-link").value = info.spikeLink;
+      $<HTMLInputElement>("share-ws").value = info.websocketUrl;
+      $("share-note").textContent = shareNote(info);
+    } catch (e) {
+      showError("room-error", e);
+    }
+    dialog.showModal();
+    $<HTMLInputElement>("share-link").select();
+  });
+  for (const button of dialog.querySelectorAll<HTMLButtonElement>("button[data-copy]")) {
+    button.addEventListener("click", () => void copyInput(button.dataset.copy ?? "", button));
+  }
+  const switched = () => window.location.reload();
+  const join = async () => {
+    const link = $<HTMLInputElement>("join-link").value.trim();
+    if (!link) return;
+    try {
+      await shell.joinRoom(link);
+      switched();
+    } catch (e) {
+      showError("room-error", e);
+    }
+  };
+  $("join-button").addEventListener("click", () => void join());
+  $("join-link").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") {
+      ev.preventDefault();
+      void join();
+    }
+  });
+  $("new-room").addEventListener("click", async () => {
+    try {
+      await shell.newRoom();
+      switched();
+    } catch (e) {
+      showError("room-error", e);
+    }
+  });
+}
+
+/** Wires the settings dialog; `onSaved` gets what the shell stored. */
+export function bindSettings(shell: Shell, current: () => Settings | null, onSaved: (s: Settings) => void): void {
+  const dialog = $<HTMLDialogElement>("settings-dialog");
+  const name = $<HTMLInputElement>("settings-name");
+  const color = $<HTMLInputElement>("settings-color");
+  const server = $<HTMLInputElement>("settings-server");
+  const format = $<HTMLInputElement>("settings-format");
+  $("settings-button").addEventListener("click", () => {
+    const s = current();
+    if (!s) return;
+    name.value = s.name;
+    color.value = s.color || "#f59e0b";
+    server.value = s.server;
+    format.checked = s.formatOnSave;
+    showError("settings-error", null);
+    dialog.showModal();
+    name.focus();
+  });
+  $("settings-cancel").addEventListener("click", () => dialog.close());
+  $<HTMLFormElement>("settings-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const s = current();
+    if (!s) return;
+    try {
+      const saved = await shell.saveSettings({
+        ...s,
+        name: name.value.trim(),
+        color: color.value,
+        server: server.value.trim(),
+        formatOnSave: format.checked,
+      });
+      onSaved(saved);
+      dialog.close();
+    } catch (e) {
+      showError("settings-error", e);
+    }
+  });
+}
