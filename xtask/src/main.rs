@@ -1,4 +1,4 @@
-//! The project's tasks: `cargo xtask test | run | e2e | ui | bench | check-swc | example`.
+//! The project's tasks: `cargo xtask test | run | e2e | bundle | ui | bench | check-swc | example`.
 //!
 //! `test` installs what the tests need and is missing (npm packages for the peers and the corpus,
 //! cargo tools), then runs the format check, clippy, the swc single-version check and every test
@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         Some("run") => run_app(&root, &args[1..]),
         Some("example") => run(&root, &args[1..]),
         Some("e2e") => e2e(&root, &args[1..]),
+        Some("bundle") => bundle_task(&root, &args[1..]),
         Some("ui") => build_ui(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("check-swc") => check_swc(&root),
@@ -31,9 +32,10 @@ fn main() -> anyhow::Result<()> {
                  test       install what the tests need, then fmt, clippy, check-swc and every test\n  \
                  run        build the UI and the desktop app, and open it on the example room\n  \
                  e2e        build the app and run the end-to-end suite under Xvfb (tauri-driver)\n  \
+                 bundle     the Linux .deb (cargo-deb); --debug: dev profile; --test: then test it\n  \
                  ui         install the UI's npm packages and build ui/dist (vendored React too)\n  \
                  example    write the example project to target/spike-example with the CLI\n  \
-                 bench      release-build benchmarks against esbuild, @swc/core and Prettier\n  \
+                 bench      release-build benchmarks: engine vs esbuild, @swc/core, Prettier; rooms; app latency\n  \
                  check-swc  fail if the build holds two versions of any swc crate\n  \
                  setup      only install what the tests need"
             );
@@ -141,6 +143,10 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
         .args(["test", "--workspace", "--doc"])
         .current_dir(root))?;
     e2e(root, &[])?;
+    if cfg!(target_os = "linux") {
+        // Reuses the debug build cache: only tauri and the app rebuild with custom-protocol.
+        bundle_test(root, &bundle(root, Profile::Debug)?)?;
+    }
     eprintln!("all checks and tests passed");
     Ok(())
 }
@@ -251,6 +257,23 @@ fn run_app(root: &Path, extra: &[String]) -> anyhow::Result<()> {
 /// `<target>/e2e/`.
 fn e2e(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let exe = build_app(root)?;
+    let artifacts = target_dir(root).join("e2e");
+    let mut args = vec!["tests/e2e".to_string()];
+    args.extend_from_slice(extra);
+    pytest_e2e(root, &args, &[("SPIKE_APP", exe.as_os_str())], &artifacts)?;
+    eprintln!("e2e screenshots: {}", artifacts.display());
+    Ok(())
+}
+
+/// Runs pytest with `args` from the root, under Xvfb when it is there, with `env` and
+/// `SPIKE_E2E_ARTIFACTS=artifacts` (emptied first). Installs tauri-driver and the pinned venv
+/// (`.e2e/venv`, from tests/e2e/requirements.txt) when missing or stale.
+fn pytest_e2e(
+    root: &Path,
+    args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+    artifacts: &Path,
+) -> anyhow::Result<()> {
     if !have("tauri-driver", "--help") {
         sh(cargo().args(["install", "tauri-driver", "--locked"]))?;
     }
@@ -276,8 +299,7 @@ fn e2e(root: &Path, extra: &[String]) -> anyhow::Result<()> {
             .arg(&requirements))?;
         std::fs::write(&stamp, &wanted).context("writing the venv stamp")?;
     }
-    let artifacts = target_dir(root).join("e2e");
-    let _ = std::fs::remove_dir_all(&artifacts);
+    let _ = std::fs::remove_dir_all(artifacts);
     // Always on a virtual screen when Xvfb is there (CI, and no windows popping up on a
     // developer's desktop); otherwise on the current display.
     let xvfb = Command::new("sh")
@@ -291,17 +313,153 @@ fn e2e(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     } else {
         Command::new(&python)
     };
-    cmd.args(["-m", "pytest", "tests/e2e", "-v", "-p", "no:cacheprovider"])
-        .args(extra)
-        .env("SPIKE_APP", &exe)
-        .env("SPIKE_E2E_ARTIFACTS", &artifacts)
+    cmd.args(["-m", "pytest", "-v", "-p", "no:cacheprovider"])
+        .args(args)
+        .envs(env.iter().copied())
+        .env("SPIKE_E2E_ARTIFACTS", artifacts)
         .current_dir(root);
-    sh(&mut cmd)?;
-    eprintln!("e2e screenshots: {}", artifacts.display());
+    sh(&mut cmd)
+}
+
+/// The cargo profile a bundle is built with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Release,
+    /// The dev profile, so CI reuses the debug build of clippy, nextest and e2e.
+    Debug,
+}
+
+/// `cargo xtask bundle [--debug] [--test]`.
+fn bundle_task(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    let mut profile = Profile::Release;
+    let mut then_test = false;
+    for arg in extra {
+        match arg.as_str() {
+            "--debug" => profile = Profile::Debug,
+            "--test" => then_test = true,
+            _ => bail!("usage: cargo xtask bundle [--debug] [--test]"),
+        }
+    }
+    let deb = bundle(root, profile)?;
+    if then_test {
+        bundle_test(root, &deb)?;
+    }
     Ok(())
 }
 
+/// The cargo-deb release whose flags and `[package.metadata.deb]` keys this file uses. Newer
+/// releases plan to refuse the dev profile, which `--debug` relies on.
+const CARGO_DEB: &str = "3.8.0";
+
+/// Builds the UI, then the Linux .deb of spike-desktop with cargo-deb (installed when missing),
+/// from `[package.metadata.deb]` in src-tauri/Cargo.toml; the app is built with its
+/// `custom-protocol` feature, so it embeds ui/dist and needs no dev server. Returns the .deb:
+/// `<target>/debian/` (release, with its `-dbgsym.ddeb`) or `<target>/debian/debug/`.
+///
+/// The other formats in tauri.conf.json are not made here: AppImage downloads its tools at
+/// bundle time, .dmg/.app and .msi need macOS and Windows (see the README).
+fn bundle(root: &Path, profile: Profile) -> anyhow::Result<PathBuf> {
+    if !cfg!(target_os = "linux") {
+        bail!("cargo xtask bundle makes the Linux .deb; run it on Linux");
+    }
+    ensure_apt()?;
+    if !cargo_has("deb") {
+        sh(cargo().args(["install", "cargo-deb", "--locked", "--version", CARGO_DEB]))?;
+    }
+    build_ui(root)?;
+    let mut out = target_dir(root).join("debian");
+    let mut cmd = cargo();
+    cmd.args(["deb", "-p", "spike-desktop", "--locked"]);
+    match profile {
+        // The release profile keeps line tables (backtraces): they go to a separate
+        // `spike-dbgsym_*.ddeb` (/usr/lib/debug/.build-id), so the .deb stays ~7 MB.
+        Profile::Release => {
+            cmd.arg("--dbgsym");
+        }
+        // cargo-deb warns that the dev profile is unsupported; it builds and packages it the
+        // same way. --fast: gzip-fast instead of xz, for a test package.
+        Profile::Debug => {
+            out.push("debug");
+            cmd.args(["--profile", "dev", "--fast"]);
+        }
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    cmd.arg("-o").arg(&out).current_dir(root);
+    eprintln!("$ {cmd:?}");
+    let started = std::time::Instant::now();
+    let output = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !output.status.success() {
+        bail!("{cmd:?} failed with {}", output.status);
+    }
+    // cargo-deb prints the path of the package it wrote on stdout.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let deb = stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.ends_with(".deb"))
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .with_context(|| format!("cargo-deb did not name the .deb it wrote: {stdout}"))?;
+    let size = deb.metadata().map_or(0, |m| m.len());
+    eprintln!(
+        "bundle: {} ({:.1} MB, {:.0} s)",
+        deb.display(),
+        size as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", deb.display());
+    Ok(deb)
+}
+
+/// The bundle's test (tests/e2e/test_bundle.py): extracts `deb` with `dpkg-deb -x` into
+/// `<target>/bundle-test/`, checks the package's contents, and drives the EXTRACTED app under
+/// Xvfb like the e2e suite does. Screenshots land in `<target>/e2e-bundle/`.
+fn bundle_test(root: &Path, deb: &Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let tree = target_dir(root).join("bundle-test");
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
+    sh(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tree))?;
+    let app = tree.join("usr/bin/spike-desktop");
+    let artifacts = target_dir(root).join("e2e-bundle");
+    pytest_e2e(
+        root,
+        &["tests/e2e/test_bundle.py".to_string()],
+        &[
+            ("SPIKE_BUNDLE_DEB", deb.as_os_str()),
+            ("SPIKE_BUNDLE_APP", app.as_os_str()),
+        ],
+        &artifacts,
+    )?;
+    eprintln!(
+        "bundle test passed in {:.0} s; screenshots: {}",
+        started.elapsed().as_secs_f64(),
+        artifacts.display()
+    );
+    Ok(())
+}
+
+/// `cargo xtask bench [--desktop-only] [--desktop-debug] [spike-bench flags]`: the engine benches
+/// (spike-bench, the rooms load test), then the desktop app's latency bench. `--desktop-only`
+/// skips the engine benches; `--desktop-debug` measures the debug app too. Benches report; they
+/// fail only when they cannot run.
 fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    let flag = |name: &str| extra.iter().any(|a| a == name);
+    let (desktop_only, desktop_debug) = (flag("--desktop-only"), flag("--desktop-debug"));
+    let extra: Vec<&String> = extra
+        .iter()
+        .filter(|a| !matches!(a.as_str(), "--desktop-only" | "--desktop-debug"))
+        .collect();
+    if !desktop_only {
+        bench_engine(root, &extra)?;
+    }
+    bench_desktop(root, desktop_debug)
+}
+
+fn bench_engine(root: &Path, extra: &[&String]) -> anyhow::Result<()> {
     setup(root)?;
     sh(cargo()
         .args(["run", "--release", "-p", "spike-bench", "--"])
@@ -328,6 +486,50 @@ fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
         .arg("--spike-server")
         .arg(exe("spike-server"))
         .current_dir(root))
+}
+
+/// The desktop app's latency bench (tests/e2e/bench_desktop.py, run by pytest like the e2e suite,
+/// under Xvfb): keystroke -> preview painted for a 500-line component (median, p95, max of 100
+/// edits), cold start to editable and to the first preview, idle RSS/PSS per process. Measures
+/// the release app built as it ships (`custom-protocol`, UI embedded), and the debug app of
+/// `cargo xtask e2e` too with `debug`. Details land in `<target>/bench-desktop/`.
+fn bench_desktop(root: &Path, debug: bool) -> anyhow::Result<()> {
+    if !cfg!(target_os = "linux") {
+        eprintln!("bench-desktop: skipped (it reads process memory from /proc: Linux only)");
+        return Ok(());
+    }
+    let mut apps = std::ffi::OsString::new();
+    if debug {
+        // build_app builds the UI first, as the release build below needs.
+        apps.push("debug=");
+        apps.push(build_app(root)?);
+    } else {
+        ensure_apt()?;
+        build_ui(root)?;
+    }
+    sh(cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "spike-desktop",
+            "--features",
+            "custom-protocol",
+        ])
+        .current_dir(root))?;
+    let release = target_dir(root)
+        .join("release")
+        .join(format!("spike-desktop{}", std::env::consts::EXE_SUFFIX));
+    let artifacts = target_dir(root).join("bench-desktop");
+    pytest_e2e(
+        root,
+        &["tests/e2e/bench_desktop.py".to_string(), "-s".to_string()],
+        &[
+            ("SPIKE_APP", release.as_os_str()),
+            ("SPIKE_BENCH_APPS", apps.as_os_str()),
+        ],
+        &artifacts,
+    )
 }
 
 /// `swc_core` and `dprint-plugin-typescript` must share one set of swc crates: fail if any crate
