@@ -6,6 +6,7 @@
 mod example;
 mod files;
 mod fmt;
+mod room;
 mod serve;
 mod transpile;
 
@@ -38,6 +39,8 @@ enum Command {
     Example(example::Args),
     /// Run the room server: y-websocket rooms at ws://<listen>/rooms/<room>, persisted in --data.
     Serve(serve::Args),
+    /// Room access: `spike room token <ROOM> --role view|edit --ttl 7d` prints a token and link.
+    Room(room::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Fmt(args) => fmt::run(args),
         Command::Example(args) => example::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Room(args) => room::run(args),
     };
     match result {
         Ok(code) => code,

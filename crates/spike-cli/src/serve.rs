@@ -1,4 +1,9 @@
 //! `spike serve`: the room server (spike-server) on a loopback or public address.
+//!
+//! Access (see `spike_server::Access::choose`): `--open` serves without tokens, on loopback only;
+//! else a secret from `--secret-file` or `SPIKE_SECRET`, or the one in `<data>/secret`, makes
+//! every room need a token (`spike room token`); with none of those, loopback stays open and any
+//! other address gets a secret generated into `<data>/secret` (mode 0600).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -16,6 +21,13 @@ pub struct Args {
     /// How long an empty room stays in memory, in seconds.
     #[arg(long, default_value_t = 30)]
     unload_after: u64,
+    /// File holding the token-signing secret (at least 32 bytes; whitespace around it is
+    /// ignored). Default: `SPIKE_SECRET`, else `<data>/secret`.
+    #[arg(long, value_name = "FILE", conflicts_with = "open")]
+    secret_file: Option<PathBuf>,
+    /// Serve without tokens: anyone who reaches the server edits every room. Loopback only.
+    #[arg(long)]
+    open: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -30,7 +42,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let env_secret = std::env::var("SPIKE_SECRET").ok();
+        let (access, how) = spike_server::Access::choose(
+            args.listen,
+            &args.data,
+            args.secret_file.as_deref(),
+            env_secret.as_deref(),
+            args.open,
+        )?;
         let mut config = spike_server::ServerConfig::new(&args.data);
+        config.access = access;
+        config.check_listen(args.listen)?;
         config.unload_grace = Duration::from_secs(args.unload_after);
         let server = spike_server::Server::new(config)
             .with_context(|| format!("opening the data folder {}", args.data.display()))?;
@@ -38,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding {}", args.listen))?;
         println!(
-            "listening on ws://{}/rooms (data in {})",
+            "listening on ws://{}/rooms (data in {}; {how})",
             listener.local_addr()?,
             args.data.display()
         );

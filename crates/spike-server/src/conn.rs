@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::Role;
 use crate::room::{self, ConnId, Outgoing, RoomHandle, RoomMsg};
-use crate::Inner;
+use crate::{Access, Inner};
 
 /// Releases a peer's connection slot when dropped.
 struct PeerSlot {
@@ -41,10 +42,33 @@ pub(crate) async fn upgrade(
     Query(params): Query<HashMap<String, String>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
 ) -> Response {
     if let Err(e) = spike_collab::validate_room(&room) {
         return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
     }
+    let role = match &inner.config.access {
+        Access::Open => Role::Edit,
+        Access::Tokens(key) => {
+            let token = params
+                .get("token")
+                .map(String::as_str)
+                .or_else(|| bearer(&headers));
+            match key.verify(token, &room) {
+                Ok(claims) => {
+                    tracing::debug!(room, peer = %addr.ip(), role = claims.role.as_str(), name = claims.name.as_deref().unwrap_or(""), "token accepted");
+                    claims.role
+                }
+                Err(refusal) => {
+                    // The reason only: the token itself never reaches the logs.
+                    tracing::warn!(room, peer = %addr.ip(), reason = refusal.kind(), "refused a connection: {refusal}");
+                    metrics::counter!("spike_auth_refusals_total", "reason" => refusal.kind())
+                        .increment(1);
+                    return (refusal.status(), refusal.to_string()).into_response();
+                }
+            }
+        }
+    };
     let template = params.get("template").cloned();
     if let Some(t) = &template {
         if !inner.config.templates.iter().any(|x| &x.name == t) {
@@ -75,10 +99,22 @@ pub(crate) async fn upgrade(
             ip: addr.ip(),
         }
     };
+    // Seeding a room from a template writes to it: not for `view` connections.
+    let template = template.filter(|_| role == Role::Edit);
     let max = limits.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(inner, room, template, socket, slot))
+        .on_upgrade(move |socket| run(inner, room, template, role, socket, slot))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 /// Joins the room, retrying when it raced with the room unloading.
@@ -87,6 +123,7 @@ async fn join(
     room: &str,
     conn: ConnId,
     template: Option<String>,
+    role: Role,
     tx: mpsc::Sender<Outgoing>,
 ) -> Result<RoomHandle, String> {
     for _ in 0..50 {
@@ -105,6 +142,7 @@ async fn join(
         let msg = RoomMsg::Join {
             conn,
             template: template.clone(),
+            read_only: role == Role::View,
             tx: tx.clone(),
             reply,
         };
@@ -126,6 +164,7 @@ async fn run(
     inner: Arc<Inner>,
     room: String,
     template: Option<String>,
+    role: Role,
     socket: WebSocket,
     _slot: PeerSlot,
 ) {
@@ -134,7 +173,7 @@ async fn run(
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(limits.max_queued_frames);
     let (mut sink, mut stream) = socket.split();
     let local_tx = out_tx.clone();
-    let handle = match join(&inner, &room, conn, template, out_tx).await {
+    let handle = match join(&inner, &room, conn, template, role, out_tx).await {
         Ok(h) => h,
         Err(reason) => {
             tracing::warn!(room, conn, %reason, "join refused");

@@ -6,6 +6,15 @@
 //!   anything from a template (the example project is `example`), exactly once.
 //! - `GET /healthz` answers `ok`.
 //!
+//! Access ([`Access`]): in [`Access::Open`] mode (the default, meant for loopback: see
+//! [`ServerConfig::check_listen`]) anyone who reaches the server edits every room. With
+//! [`Access::Tokens`] every upgrade needs a token signed by the server ([`auth`]): `token=<JWT>`
+//! in the query (or `Authorization: Bearer <JWT>`). A refused upgrade gets 401 (missing,
+//! malformed, forged, expired) or 403 (another room) with the reason as its body; it is logged
+//! without the token and counted in `spike_auth_refusals_total{reason}` (the `metrics` facade).
+//! A `view` connection receives everything and may publish awareness, but its document updates
+//! are dropped and answered with the y-protocols permission-denied auth message.
+//!
 //! Each open room is one actor (a thread owning the yrs document, the awareness and the room's
 //! SQLite log, `<data>/rooms/<room>.sqlite3`). It loads the log before it answers any message,
 //! persists every update (WAL, `synchronous = NORMAL`: durable against a process crash) before broadcasting it or answering a later
@@ -27,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 mod conn;
 mod room;
 
@@ -51,6 +61,74 @@ pub enum ServerError {
     /// A room's log failed.
     #[error(transparent)]
     Collab(#[from] spike_collab::CollabError),
+    /// Open mode (no tokens) on an address other machines can reach.
+    #[error(
+        "refusing to serve {0} in open mode: anyone who can reach it could read and edit every room. \
+         Give a secret (--secret-file FILE or SPIKE_SECRET) so that rooms need tokens, \
+         or listen on a loopback address such as 127.0.0.1"
+    )]
+    OpenOnNetwork(SocketAddr),
+    /// The secret could not be read or generated.
+    #[error(transparent)]
+    Secret(#[from] auth::SecretError),
+}
+
+/// Who may join rooms.
+#[derive(Debug, Clone, Default)]
+pub enum Access {
+    /// No tokens: everyone who reaches the server may edit every room. For loopback only
+    /// (the desktop app's embedded server); see [`ServerConfig::check_listen`].
+    #[default]
+    Open,
+    /// Every connection needs a token signed with this key ([`auth::TokenKey::verify`]).
+    Tokens(auth::TokenKey),
+}
+
+impl Access {
+    /// The access mode of a server face (`spike serve`, `spike-server`) listening on `listen`
+    /// with data in `data_dir`, and a line saying where it came from. In order: `open` asks
+    /// for [`Access::Open`] (refused with [`ServerError::OpenOnNetwork`] off loopback); a
+    /// `secret_file`, or else an `env_secret` (`SPIKE_SECRET`), gives tokens; else an existing
+    /// `<data_dir>/secret` does; else loopback stays open; else a secret is generated into
+    /// `<data_dir>/secret` (mode 0600) and reused on later starts.
+    pub fn choose(
+        listen: SocketAddr,
+        data_dir: &std::path::Path,
+        secret_file: Option<&std::path::Path>,
+        env_secret: Option<&str>,
+        open: bool,
+    ) -> Result<(Self, String), ServerError> {
+        let tokens = |secret: &auth::Secret| Access::Tokens(auth::TokenKey::new(secret));
+        if open {
+            if !listen.ip().is_loopback() {
+                return Err(ServerError::OpenOnNetwork(listen));
+            }
+            return Ok((Access::Open, "open mode: no tokens (loopback only)".into()));
+        }
+        if let Some(path) = secret_file {
+            let secret = auth::Secret::from_file(path)?;
+            let how = format!("tokens required (secret from {})", path.display());
+            return Ok((tokens(&secret), how));
+        }
+        if let Some(value) = env_secret.filter(|v| !v.trim().is_empty()) {
+            let secret = auth::Secret::new(value.trim().as_bytes())?;
+            return Ok((
+                tokens(&secret),
+                "tokens required (secret from SPIKE_SECRET)".into(),
+            ));
+        }
+        if !auth::Secret::exists_in(data_dir) && listen.ip().is_loopback() {
+            return Ok((Access::Open, "open mode: no tokens (loopback only)".into()));
+        }
+        let (secret, generated) = auth::Secret::load_or_generate(data_dir)?;
+        let path = data_dir.join(auth::SECRET_FILE);
+        let how = if generated {
+            format!("tokens required (generated a secret in {})", path.display())
+        } else {
+            format!("tokens required (secret in {})", path.display())
+        };
+        Ok((tokens(&secret), how))
+    }
 }
 
 /// Limits on what one client may send or hold.
@@ -100,6 +178,8 @@ pub struct ServerConfig {
     /// Templates a new room can be seeded from, by name. Default: the example project as
     /// `example`.
     pub templates: Vec<Template>,
+    /// Who may join. Default: [`Access::Open`].
+    pub access: Access,
 }
 
 impl ServerConfig {
@@ -111,6 +191,18 @@ impl ServerConfig {
             unload_grace: Duration::from_secs(30),
             compact_after: spike_collab::DEFAULT_COMPACT_AFTER,
             templates: vec![Template::example()],
+            access: Access::Open,
+        }
+    }
+
+    /// Whether serving on `addr` is safe with this configuration. Errors:
+    /// [`ServerError::OpenOnNetwork`] for [`Access::Open`] on an address that is not loopback.
+    /// Faces that bind addresses given by people (`spike serve`, `spike-server`) call it before
+    /// binding.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ServerError> {
+        match self.access {
+            Access::Open if !addr.ip().is_loopback() => Err(ServerError::OpenOnNetwork(addr)),
+            _ => Ok(()),
         }
     }
 }

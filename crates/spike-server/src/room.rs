@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spike_collab::yrs::sync::{Awareness, Message, SyncMessage};
-use spike_collab::yrs::ClientID;
+use spike_collab::yrs::updates::decoder::Decode as _;
+use spike_collab::yrs::{ClientID, Update};
 use spike_collab::{protocol, CollabError, RoomDoc, UpdateLog};
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,6 +49,8 @@ impl Template {
 /// The client id of seed content. A room is seeded at most once, so its ids never clash.
 const SEED_CLIENT: u64 = 0x5EED;
 const SEEDED_KEY: &str = "seeded";
+/// The permission-denied reason sent to a `view` connection that writes.
+pub(crate) const READ_ONLY_REASON: &str = "read-only: this link can view the room but not edit it";
 
 pub(crate) type ConnId = u64;
 
@@ -62,6 +65,8 @@ pub(crate) enum RoomMsg {
     Join {
         conn: ConnId,
         template: Option<String>,
+        /// A `view` connection: its document updates are dropped.
+        read_only: bool,
         tx: mpsc::Sender<Outgoing>,
         reply: oneshot::Sender<Result<(), String>>,
     },
@@ -92,6 +97,7 @@ struct Conn {
     tx: mpsc::Sender<Outgoing>,
     awareness_clients: HashSet<ClientID>,
     bad: u32,
+    read_only: bool,
 }
 
 struct Room {
@@ -219,6 +225,7 @@ impl Room {
             RoomMsg::Join {
                 conn,
                 template,
+                read_only,
                 tx,
                 reply,
             } => {
@@ -251,6 +258,7 @@ impl Room {
                         tx,
                         awareness_clients: HashSet::new(),
                         bad: 0,
+                        read_only,
                     },
                 );
                 self.empty_since = None;
@@ -341,6 +349,10 @@ impl Room {
                 }
                 Message::Sync(SyncMessage::SyncStep2(update))
                 | Message::Sync(SyncMessage::Update(update)) => {
+                    if self.conns.get(&conn).is_some_and(|c| c.read_only) {
+                        self.read_only_write(conn, &update, batch);
+                        continue;
+                    }
                     self.update(conn, update, batch);
                     if batch.poisoned {
                         return;
@@ -369,6 +381,21 @@ impl Room {
                 Message::Auth(_) | Message::Custom(..) => {}
             }
         }
+    }
+
+    /// Drops a document update from a `view` connection. One that carries changes is answered
+    /// with permission-denied; an empty one (the sync step 2 every client sends after
+    /// connecting) is dropped silently, since a client may treat the denial as final.
+    fn read_only_write(&mut self, conn: ConnId, update: &[u8], batch: &mut Batch) {
+        let empty = Update::decode_v1(update).is_ok_and(|u| u.is_empty());
+        if empty {
+            return;
+        }
+        tracing::info!(room = %self.name, conn, bytes = update.len(), "dropped a document update from a view-only connection");
+        metrics::counter!("spike_view_writes_dropped_total").increment(1);
+        batch
+            .replies
+            .push((conn, protocol::permission_denied(READ_ONLY_REASON)));
     }
 
     fn update(&mut self, conn: ConnId, update: Vec<u8>, batch: &mut Batch) {
