@@ -11,10 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use spike_collab::{Presence, Session, SessionConfig, SessionStatus, TextEdit};
+use spike_collab::{minimal_edits, Presence, Session, SessionConfig, SessionStatus, TextEdit};
 use tokio::sync::watch;
 
-use crate::diff::minimal_edits;
 use crate::DesktopError;
 
 /// Largest update the UI may push in one IPC call. A keystroke is tens of bytes and pasting a big

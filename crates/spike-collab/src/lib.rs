@@ -24,6 +24,7 @@
 //! assert_eq!(b.read("App.tsx").as_deref(), Some("hi 👋!"));
 //! ```
 
+mod diff;
 mod doc;
 mod error;
 pub mod example;
@@ -32,6 +33,7 @@ mod log;
 pub mod protocol;
 mod session;
 
+pub use diff::minimal_edits;
 pub use doc::{
     decode_update, encode_state_vector, validate_path, FilesChange, RoomDoc, TextEdit, FILES,
     MAX_PATH_BYTES, META,
