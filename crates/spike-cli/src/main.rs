@@ -6,6 +6,7 @@
 mod example;
 mod files;
 mod fmt;
+mod mirror;
 mod room;
 mod serve;
 mod transpile;
@@ -41,6 +42,8 @@ enum Command {
     Serve(serve::Args),
     /// Room access: `spike room token <ROOM> --role view|edit --ttl 7d` prints a token and link.
     Room(room::Args),
+    /// Mirror a room to a folder, both ways, until Ctrl+C: edit its files with any editor.
+    Mirror(mirror::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Example(args) => example::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Room(args) => room::run(args),
+        Command::Mirror(args) => mirror::run(args),
     };
     match result {
         Ok(code) => code,
