@@ -27,14 +27,13 @@
 
 pub mod bindings;
 pub mod commands;
-pub mod diff;
 mod error;
 pub mod room;
 pub mod settings;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -52,8 +51,10 @@ use spike_preview::{self as preview, Preview, PreviewReport, PreviewRequest};
 /// The label of the sandboxed preview webview. It is in no capability: it cannot invoke commands.
 pub const PREVIEW_LABEL: &str = "preview";
 
-/// How long the document must be quiet before the preview re-renders and diagnostics refresh.
-const DEBOUNCE: Duration = Duration::from_millis(30);
+/// The shortest time between two preview passes (diagnostics + render). The first change after
+/// a quiet spell is rendered at once; changes arriving within this time after a pass are
+/// coalesced into the next one.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(30);
 
 /// What the shell tells the editor UI besides document updates.
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
@@ -159,12 +160,36 @@ struct Current {
 }
 
 /// The embedded room server, when this app runs one.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Embedded {
     /// `ws://127.0.0.1:<port>/rooms`, how this app connects to it.
     url: String,
     /// The address it listens on.
     listen: std::net::IpAddr,
+    /// The key its room tokens are signed with: set when it listens beyond loopback, where
+    /// every connection needs a token (`None`: open, loopback only).
+    key: Option<spike_server::auth::TokenKey>,
+}
+
+/// How long the tokens in share links (and this app's own) are valid.
+const SHARE_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl Embedded {
+    /// `link` with an edit token for its room when it is on this server and tokens are needed.
+    fn with_token(&self, mut link: RoomLink) -> RoomLink {
+        if let (Some(key), true) = (&self.key, link.server == self.url && link.token.is_none()) {
+            let claims = spike_server::auth::Claims::new(
+                link.room.clone(),
+                spike_server::auth::Role::Edit,
+                SHARE_TOKEN_TTL,
+            );
+            match key.issue(&claims) {
+                Ok(token) => link.token = Some(token),
+                Err(e) => tracing::warn!("issuing a room token failed: {e}"),
+            }
+        }
+        link
+    }
 }
 
 /// The app's state.
@@ -231,6 +256,7 @@ impl Shell {
         let embedded = self.embedded.as_ref().filter(|e| e.url == link.server);
         let loopback_only = embedded.is_some_and(|e| e.listen.is_loopback());
         if let Some(e) = embedded {
+            link = e.with_token(link);
             if !e.listen.is_loopback() {
                 if let Some(ip) = lan_address() {
                     link.server = link.server.replacen("127.0.0.1", &ip.to_string(), 1);
@@ -258,13 +284,21 @@ impl Shell {
         } else {
             self.current().link.server.clone()
         };
-        Ok(RoomLink::new(&server, &random_room_name()?)?)
+        let link = RoomLink::new(&server, &random_room_name()?)?;
+        Ok(match &self.embedded {
+            Some(e) => e.with_token(link),
+            None => link,
+        })
     }
 
     /// Leaves the open room (closing its connection) and opens `link`, which the app reopens at
     /// its next start. The UI attaches to the new room with `open_room`.
     pub async fn switch_room(&self, link: RoomLink) -> Result<(), DesktopError> {
         let _one_at_a_time = self.switching.lock().await;
+        let link = match &self.embedded {
+            Some(e) => e.with_token(link),
+            None => link,
+        };
         let next = (self.opener)(&link, &self.settings())?;
         let previous = std::mem::replace(
             &mut *self
@@ -275,10 +309,12 @@ impl Shell {
         );
         *lock(&self.events) = None;
         self.remember(&link);
+        for task in &previous.tasks {
+            task.abort();
+        }
+        // Say goodbye when nothing else holds the room; otherwise the last holder's drop closes
+        // the connection.
         if let Ok(previous) = Arc::try_unwrap(previous) {
-            for task in &previous.tasks {
-                task.abort();
-            }
             if let Ok(room) = Arc::try_unwrap(previous.room) {
                 room.close().await;
             }
@@ -520,6 +556,10 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         None => Some(start_embedded_server(&data_dir.join("server"), listen)?),
     };
     let link = first_room(&settings, server, embedded.as_ref(), room, link)?;
+    let link = match &embedded {
+        Some(e) => e.with_token(link),
+        None => link,
+    };
     let opener_app = app.clone();
     let opener_dir = data_dir.clone();
     let opener: Box<RoomOpener> =
@@ -703,9 +743,18 @@ fn start_embedded_server(
     data: &std::path::Path,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<Embedded> {
+    // Beyond loopback every connection needs a token (a secret is generated into the data
+    // folder, or taken from SPIKE_SECRET); on loopback the server stays open.
+    let secret = std::env::var("SPIKE_SECRET").ok();
+    let (access, how) = spike_server::Access::choose(listen, data, None, secret.as_deref(), false)?;
+    let key = match &access {
+        spike_server::Access::Tokens(key) => Some(key.clone()),
+        spike_server::Access::Open => None,
+    };
     let at = |port: u16| Embedded {
         url: format!("ws://127.0.0.1:{port}/rooms"),
         listen: listen.ip(),
+        key: key.clone(),
     };
     let listener = match std::net::TcpListener::bind(listen) {
         Ok(l) => l,
@@ -722,8 +771,9 @@ fn start_embedded_server(
     listener
         .set_nonblocking(true)
         .context("making the listener non-blocking")?;
-    let server = spike_server::Server::new(spike_server::ServerConfig::new(data))
-        .context("starting the embedded room server")?;
+    let mut config = spike_server::ServerConfig::new(data);
+    config.access = access;
+    let server = spike_server::Server::new(config).context("starting the embedded room server")?;
     tauri::async_runtime::spawn(async move {
         let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -736,7 +786,7 @@ fn start_embedded_server(
             tracing::error!("the embedded room server stopped: {e}");
         }
     });
-    tracing::info!(url = embedded.url, %listen, "embedded room server started");
+    tracing::info!(url = embedded.url, %listen, access = how, "embedded room server started");
     Ok(embedded)
 }
 
@@ -752,16 +802,19 @@ fn preview_url() -> anyhow::Result<tauri::Url> {
 }
 
 fn debounce<R: Runtime>(app: &AppHandle<R>, rx: &mpsc::Receiver<Vec<String>>) {
+    // Leading edge, then a rate limit: waiting for quiet before every pass would add its whole
+    // length to each keystroke's latency.
     while let Ok(first) = rx.recv() {
         let mut paths: BTreeSet<String> = first.into_iter().collect();
         loop {
-            match rx.recv_timeout(DEBOUNCE) {
+            match rx.try_recv() {
                 Ok(more) => paths.extend(more),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return,
             }
         }
         app.state::<Shell>().refresh(&paths);
+        std::thread::sleep(MIN_PASS_INTERVAL);
     }
 }
 

@@ -21,12 +21,17 @@ struct TestApp {
 impl TestApp {
     /// The app on room `room` of its own embedded server (any free port), data in a temp dir.
     fn start(room: &str) -> Self {
+        Self::start_on(room, "127.0.0.1:0")
+    }
+
+    /// The same, with the embedded server listening on `listen`.
+    fn start_on(room: &str, listen: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let launch = Launch {
             data_dir: dir.path().join("data"),
             settings_path: dir.path().join("settings.json"),
             server: None,
-            listen: "127.0.0.1:0".parse().expect("address"),
+            listen: listen.parse().expect("address"),
             room: Some(room.to_owned()),
             link: None,
         };
@@ -236,4 +241,26 @@ fn share_new_room_and_join_by_link() {
         s.room().read("App.tsx").is_some()
     });
     assert_eq!(t.shell().room().read("only-in-new.ts"), None);
+}
+
+#[test]
+fn on_the_network_the_embedded_server_needs_tokens_and_share_links_carry_one() {
+    // Syncing the example at start proves the app's own connection carries a valid token.
+    let t = TestApp::start_on("lan", "0.0.0.0:0");
+    let share = t.invoke("share_room", json!({})).expect("share");
+    assert_eq!(share["loopbackOnly"], false);
+    let link = share["spikeLink"].as_str().expect("link");
+    assert!(link.contains("&token="), "{link}");
+    let ws = share["websocketUrl"].as_str().expect("ws");
+    assert!(ws.contains("/rooms/lan?token="), "{ws}");
+    assert!(
+        t._dir.path().join("data/server/secret").is_file(),
+        "a secret is generated in the data folder"
+    );
+    // A new room gets its own token, and the app joins it.
+    let created = t.invoke("new_room", json!({})).expect("new room");
+    assert!(created["token"].as_str().is_some_and(|s| !s.is_empty()));
+    t.until("the new room synced through its token", |s| {
+        s.room().read("App.tsx").is_some()
+    });
 }

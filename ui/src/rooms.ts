@@ -37,7 +37,7 @@ export function shareNote(info: ShareInfo): string {
   if (info.loopbackOnly) {
     return "This room is on the server inside this app, which only this computer can reach. Start Spike with SPIKE_LISTEN=0.0.0.0 to let people on your network join.";
   }
-  return "This room is on the server inside this app; people on your network can join with the link.";
+  return "This room is on the server inside this app; people on your network can join with the link, which carries an edit token valid for 30 days.";
 }
 
 /** Wires the Share button and the room dialog. Switching rooms reloads the window. */
