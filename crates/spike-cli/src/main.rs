@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 when any file had an error (or, for `fmt --check`, would change),
 //! 2 for usage errors.
 
+mod ai;
 mod example;
 mod files;
 mod fmt;
@@ -44,6 +45,8 @@ enum Command {
     Room(room::Args),
     /// Mirror a room to a folder, both ways, until Ctrl+C: edit its files with any editor.
     Mirror(mirror::Args),
+    /// Ask a chat model (OpenAI, Anthropic or an OpenAI-compatible server); the answer streams.
+    Ai(ai::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Room(args) => room::run(args),
         Command::Mirror(args) => mirror::run(args),
+        Command::Ai(args) => ai::run(args),
     };
     match result {
         Ok(code) => code,

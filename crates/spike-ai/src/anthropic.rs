@@ -1,0 +1,210 @@
+//! Anthropic Messages API with SSE streaming.
+//!
+//! Wire format: <https://docs.anthropic.com/en/api/messages> and
+//! <https://docs.anthropic.com/en/docs/build-with-claude/streaming>: `POST {base}/v1/messages` with
+//! `x-api-key`, `anthropic-version: 2023-06-01`, `max_tokens` (required) and `"stream": true`. The
+//! answer is SSE events `message_start`, `content_block_start`, `content_block_delta` (a
+//! `text_delta` carries the text), `content_block_stop`, `message_delta` (stop reason, output
+//! usage), `message_stop`, plus `ping` and `error`. Errors: <https://docs.anthropic.com/en/api/errors>
+//! (529 / `overloaded_error`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::{self, Context, EventParser, Step};
+use crate::{AiError, BoxFuture, ChatRequest, ChatStream, Finish, HttpOptions, Provider};
+
+/// The public Anthropic API.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+/// The API version this module speaks.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Anthropic's Messages API.
+#[derive(Debug, Clone)]
+pub struct Anthropic {
+    client: reqwest::Client,
+    base_url: String,
+    api_key: String,
+    options: HttpOptions,
+}
+
+impl Anthropic {
+    /// Anthropic at `base_url` (usually [`ANTHROPIC_BASE_URL`]).
+    pub fn new(base_url: impl Into<String>, api_key: impl Into<String>) -> Result<Self, AiError> {
+        Self::build(base_url.into(), api_key.into(), HttpOptions::default())
+    }
+
+    /// Replaces the connection options.
+    pub fn with_options(self, options: HttpOptions) -> Result<Self, AiError> {
+        Self::build(self.base_url, self.api_key, options)
+    }
+
+    fn build(base_url: String, api_key: String, options: HttpOptions) -> Result<Self, AiError> {
+        Ok(Anthropic {
+            client: http::client(&options)?,
+            base_url,
+            api_key,
+            options,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    messages: &'a [crate::Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    stream: bool,
+}
+
+impl Provider for Anthropic {
+    fn name(&self) -> &str {
+        "anthropic"
+    }
+
+    fn stream<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, AiError>> {
+        Box::pin(async move {
+            let cx = Context {
+                name: "anthropic".to_owned(),
+                key_hint: "ANTHROPIC_API_KEY".to_owned(),
+                first_token_timeout: self.options.first_token_timeout,
+            };
+            let body = Body {
+                model: &request.model,
+                max_tokens: request.max_tokens,
+                system: request.system.as_deref(),
+                messages: &request.messages,
+                temperature: request.temperature,
+                stream: true,
+            };
+            let builder = self
+                .client
+                .post(http::endpoint(&self.base_url, "messages"))
+                .header("x-api-key", &self.api_key)
+                .header("anthropic-version", ANTHROPIC_VERSION)
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .json(&body);
+            let response = http::send(&cx, builder).await?;
+            Ok(http::sse_stream(&cx, response, EventsParser::default()))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireEvent {
+    MessageStart {
+        message: WireMessage,
+    },
+    ContentBlockDelta {
+        delta: WireDelta,
+    },
+    MessageDelta {
+        delta: WireStop,
+        usage: Option<WireUsage>,
+    },
+    MessageStop,
+    Error {
+        error: WireError,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireDelta {
+    TextDelta {
+        text: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct WireStop {
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
+}
+
+#[derive(Default)]
+struct EventsParser {
+    finish: Finish,
+}
+
+impl EventParser for EventsParser {
+    fn event(&mut self, name: &str, event: &eventsource_stream::Event) -> Result<Step, AiError> {
+        // The `type` field in the data repeats the SSE event name; the data is authoritative.
+        let parsed: WireEvent = http::json(name, &event.data)?;
+        let provider = name.to_owned();
+        Ok(match parsed {
+            WireEvent::MessageStart { message } => {
+                if let Some(u) = message.usage {
+                    self.finish.usage.input_tokens = u.input_tokens.unwrap_or(0);
+                    self.finish.usage.output_tokens = u.output_tokens.unwrap_or(0);
+                }
+                Step::Skip
+            }
+            WireEvent::ContentBlockDelta {
+                delta: WireDelta::TextDelta { text },
+            } if !text.is_empty() => Step::Text(text),
+            WireEvent::ContentBlockDelta { .. } => Step::Skip,
+            WireEvent::MessageDelta { delta, usage } => {
+                self.finish.stop_reason = delta.stop_reason;
+                if let Some(u) = usage {
+                    if let Some(n) = u.input_tokens {
+                        self.finish.usage.input_tokens = n;
+                    }
+                    if let Some(n) = u.output_tokens {
+                        self.finish.usage.output_tokens = n;
+                    }
+                }
+                Step::Skip
+            }
+            WireEvent::MessageStop => Step::Done(std::mem::take(&mut self.finish)),
+            WireEvent::Error { error } => {
+                return Err(match error.kind.as_str() {
+                    "overloaded_error" => AiError::Overloaded { provider },
+                    "rate_limit_error" => AiError::RateLimited {
+                        provider,
+                        retry_after: None,
+                    },
+                    "invalid_request_error" => AiError::InvalidRequest {
+                        provider,
+                        field: None,
+                        message: error.message,
+                    },
+                    _ => AiError::ProviderDown {
+                        provider,
+                        detail: format!("{}: {}", error.kind, error.message),
+                    },
+                })
+            }
+            WireEvent::Other => Step::Skip,
+        })
+    }
+}

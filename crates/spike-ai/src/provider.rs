@@ -1,0 +1,130 @@
+//! The request and stream shapes every provider shares, and the [`Provider`] trait.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use serde::Serialize;
+
+use crate::AiError;
+
+/// Who said a [`Message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The person asking.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One turn of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// What was said (plain text).
+    pub content: String,
+}
+
+impl Message {
+    /// A user turn.
+    pub fn user(content: impl Into<String>) -> Self {
+        Message {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+}
+
+/// A chat request, provider-neutral; each provider maps it to its own wire format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The provider's model id (e.g. `gpt-4o-mini`, `claude-3-5-haiku-latest`, `llama3.2`).
+    pub model: String,
+    /// Optional system prompt (OpenAI: a leading `system` message; Anthropic: `system`).
+    pub system: Option<String>,
+    /// The conversation, oldest first.
+    pub messages: Vec<Message>,
+    /// Upper bound on generated tokens (required by Anthropic, optional for OpenAI).
+    pub max_tokens: u32,
+    /// Sampling temperature; `None` leaves the provider's default.
+    pub temperature: Option<f32>,
+}
+
+impl ChatRequest {
+    /// A one-turn request with `max_tokens` 1024.
+    pub fn new(model: impl Into<String>, prompt: impl Into<String>) -> Self {
+        ChatRequest {
+            model: model.into(),
+            system: None,
+            messages: vec![Message::user(prompt)],
+            max_tokens: 1024,
+            temperature: None,
+        }
+    }
+}
+
+/// Token counts as the provider reported them (zero when it did not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+}
+
+/// How an answer ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Finish {
+    /// The provider's stop reason (`stop`, `length`, `end_turn`, `max_tokens`, …), if given.
+    pub stop_reason: Option<String>,
+    /// Token usage, if given.
+    pub usage: Usage,
+}
+
+/// One item of an answer stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// The next piece of text, in order.
+    Text(String),
+    /// The last item of a complete answer.
+    Done(Finish),
+}
+
+/// An answer as it arrives: `Text`* then exactly one `Done`, or an error. Dropping it cancels the
+/// upstream request.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<Chunk, AiError>> + Send>>;
+
+/// A boxed future, so that [`Provider`] can be used as `dyn Provider`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A chat model behind some wire format.
+pub trait Provider: Send + Sync {
+    /// A short name for messages and logs (`openai`, `anthropic`, `compatible`).
+    fn name(&self) -> &str;
+
+    /// Sends the request; resolves once the provider accepted it (HTTP status checked) to the
+    /// stream of the answer. Errors before any text are returned here, not in the stream.
+    fn stream<'a>(&'a self, request: &'a ChatRequest)
+        -> BoxFuture<'a, Result<ChatStream, AiError>>;
+}
+
+/// Connection settings shared by the HTTP providers.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Time allowed to open the TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request to the first text (or the end of the answer).
+    pub first_token_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            connect_timeout: Duration::from_secs(10),
+            first_token_timeout: Duration::from_secs(60),
+        }
+    }
+}
