@@ -40,7 +40,8 @@ pub struct MirrorOptions {
     /// The watcher's debounce window (default 50 ms).
     pub debounce: Duration,
     /// How long a file deleted or emptied on disk may take to come back (delete + create and
-    /// truncate + write saves) before that reaches the room (default 300 ms).
+    /// truncate + write saves, or the two halves of a rename that the watcher reports apart
+    /// under load) before that reaches the room (default 1 s).
     pub delete_grace: Duration,
     /// How long [`Mirror::start`] waits for the session to sync before starting from the local
     /// replica alone (default 10 s).
@@ -57,7 +58,7 @@ impl Default for MirrorOptions {
         Self {
             max_file_bytes: 2 * 1024 * 1024,
             debounce: Duration::from_millis(50),
-            delete_grace: Duration::from_millis(300),
+            delete_grace: Duration::from_millis(1000),
             sync_timeout: Duration::from_secs(10),
             state_path: None,
         }
