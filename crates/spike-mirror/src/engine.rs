@@ -834,9 +834,9 @@ impl Engine {
         room: Option<String>,
     ) -> Result<bool, MirrorError> {
         match (disk, room) {
-            (None, None) => {
-                self.bases.remove(rel);
-            }
+            // Gone from the room and changed (or gone) on disk: the disk's side is kept, exactly
+            // as a disk-only change would be.
+            (disk, None) => return self.disk_to_room(rel, disk, None),
             // Deleted on one side, changed on the other: keep the changes.
             (None, Some(text)) => {
                 if self.write_atomic(rel, &text, None)? {
@@ -844,13 +844,6 @@ impl Engine {
                     self.bases.insert(rel.to_owned(), Base { text, hash });
                     self.to_disk(rel, Change::Created);
                 }
-            }
-            (Some((text, hash)), None) => {
-                self.session
-                    .create_file(rel, &text)
-                    .map_err(|e| MirrorError::room(rel, e))?;
-                self.bases.insert(rel.to_owned(), Base { text, hash });
-                self.to_room(rel, Change::Created);
             }
             (Some((disk, disk_hash)), Some(room)) => {
                 if disk == room {
