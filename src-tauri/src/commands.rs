@@ -126,8 +126,7 @@ pub async fn join_room(
     link: String,
 ) -> Result<spike_collab::RoomLink, DesktopError> {
     let link = spike_collab::RoomLink::parse(&link)?;
-    shell.switch_room(link.clone()).await?;
-    Ok(link)
+    shell.switch_room(link).await
 }
 
 /// Creates a room with a random name on the configured server (else the embedded one), seeded
@@ -135,8 +134,7 @@ pub async fn join_room(
 #[tauri::command]
 pub async fn new_room(shell: State<'_, Shell>) -> Result<spike_collab::RoomLink, DesktopError> {
     let link = shell.new_room_link()?;
-    shell.switch_room(link.clone()).await?;
-    Ok(link)
+    shell.switch_room(link).await
 }
 
 /// The current settings.

@@ -256,7 +256,6 @@ impl Shell {
         let embedded = self.embedded.as_ref().filter(|e| e.url == link.server);
         let loopback_only = embedded.is_some_and(|e| e.listen.is_loopback());
         if let Some(e) = embedded {
-            link = e.with_token(link);
             if !e.listen.is_loopback() {
                 if let Some(ip) = lan_address() {
                     link.server = link.server.replacen("127.0.0.1", &ip.to_string(), 1);
@@ -284,22 +283,16 @@ impl Shell {
         } else {
             self.current().link.server.clone()
         };
-        let link = RoomLink::new(&server, &random_room_name()?)?;
-        Ok(match &self.embedded {
-            Some(e) => e.with_token(link),
-            None => link,
-        })
+        Ok(RoomLink::new(&server, &random_room_name()?)?)
     }
 
     /// Leaves the open room (closing its connection) and opens `link`, which the app reopens at
-    /// its next start. The UI attaches to the new room with `open_room`.
-    pub async fn switch_room(&self, link: RoomLink) -> Result<(), DesktopError> {
+    /// its next start, and returns it as opened (with the token a room on the embedded server
+    /// gets). The UI attaches to the new room with `open_room`.
+    pub async fn switch_room(&self, link: RoomLink) -> Result<RoomLink, DesktopError> {
         let _one_at_a_time = self.switching.lock().await;
-        let link = match &self.embedded {
-            Some(e) => e.with_token(link),
-            None => link,
-        };
         let next = (self.opener)(&link, &self.settings())?;
+        let link = next.link.clone();
         let previous = std::mem::replace(
             &mut *self
                 .current
@@ -320,7 +313,7 @@ impl Shell {
             }
         }
         tracing::info!(room = link.room, server = link.server, "switched room");
-        Ok(())
+        Ok(link)
     }
 
     /// Saves `link` as the room to reopen at start.
@@ -555,17 +548,21 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         Some(_) => None,
         None => Some(start_embedded_server(&data_dir.join("server"), listen)?),
     };
-    let link = first_room(&settings, server, embedded.as_ref(), room, link)?;
-    let link = match &embedded {
-        Some(e) => e.with_token(link),
-        None => link,
-    };
+    let first = first_room(&settings, server, embedded.as_ref(), room, link)?;
     let opener_app = app.clone();
     let opener_dir = data_dir.clone();
-    let opener: Box<RoomOpener> =
-        Box::new(move |link, settings| open_current(&opener_app, &opener_dir, link, settings));
-    let current = opener(&link, &settings)
-        .with_context(|| format!("opening room {:?} in {}", link.room, data_dir.display()))?;
+    let opener_server = embedded.clone();
+    // Every room opens here, so a room on our own server always gets its token here.
+    let opener: Box<RoomOpener> = Box::new(move |link, settings| {
+        let link = match &opener_server {
+            Some(e) => e.with_token(link.clone()),
+            None => link.clone(),
+        };
+        open_current(&opener_app, &opener_dir, &link, settings)
+    });
+    let current = opener(&first, &settings)
+        .with_context(|| format!("opening room {:?} in {}", first.room, data_dir.display()))?;
+    let link = current.link.clone();
     tracing::info!(room = link.room, server = link.server, dir = %data_dir.display(), "room open");
     let eval_app = app.clone();
     let preview_eval: Box<PreviewEval> =
