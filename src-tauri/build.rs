@@ -30,5 +30,9 @@ fn spike_desktop_commands() -> &'static [&'static str] {
         "new_room",
         "get_settings",
         "save_settings",
+        "mirror_folder",
+        "open_folder",
+        "stop_mirror",
+        "mirror_status",
     ]
 }

@@ -17,6 +17,8 @@ pub fn typescript() -> String {
         crate::Peer::decl(),
         crate::ShellEvent::decl(),
         crate::ShareInfo::decl(),
+        crate::SkippedFile::decl(),
+        crate::MirrorInfo::decl(),
         crate::settings::Settings::decl(),
         crate::error::ErrorReply::decl(),
     ];

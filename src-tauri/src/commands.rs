@@ -152,3 +152,60 @@ pub fn save_settings(
 ) -> Result<Settings, DesktopError> {
     shell.save_settings(settings)
 }
+
+/// "Mirror to folder…": keeps the open room and the folder `dir` (created if missing) in sync
+/// both ways until stopped or the room is left. Returns the mirror's state; its events arrive as
+/// `mirror` events. Errors: `read-only` for a view-only room, `io` / `mirror` for a folder that
+/// cannot be made or watched, `bad-request` for an empty path.
+#[tauri::command]
+pub async fn mirror_folder(
+    shell: State<'_, Shell>,
+    dir: String,
+) -> Result<crate::MirrorInfo, DesktopError> {
+    shell.start_mirror(folder_argument(&dir)?).await
+}
+
+/// "Open folder…": a new empty room that takes the folder's files and stays mirrored with it.
+/// The UI reloads afterwards and attaches to it with `open_room`. Errors: as `mirror_folder`.
+#[tauri::command]
+pub async fn open_folder(
+    shell: State<'_, Shell>,
+    dir: String,
+) -> Result<spike_collab::RoomLink, DesktopError> {
+    shell.open_folder(folder_argument(&dir)?).await
+}
+
+/// Stops the folder mirror; whether one was running.
+#[tauri::command]
+pub async fn stop_mirror(shell: State<'_, Shell>) -> Result<bool, DesktopError> {
+    Ok(shell.stop_mirror().await)
+}
+
+/// The open room's folder mirror, if one runs.
+#[tauri::command]
+pub async fn mirror_status(
+    shell: State<'_, Shell>,
+) -> Result<Option<crate::MirrorInfo>, DesktopError> {
+    Ok(shell.mirror_info().await)
+}
+
+/// A folder path from the UI: trimmed, `~/` expanded to the home folder, and absolute.
+fn folder_argument(dir: &str) -> Result<std::path::PathBuf, DesktopError> {
+    let dir = dir.trim();
+    if dir.is_empty() {
+        return Err(DesktopError::BadRequest("no folder given".into()));
+    }
+    let home = || std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let path = match dir.strip_prefix("~/") {
+        Some(rest) => home()
+            .ok_or_else(|| DesktopError::BadRequest("`~` needs HOME to be set".into()))?
+            .join(rest),
+        None => std::path::PathBuf::from(dir),
+    };
+    if !path.is_absolute() {
+        return Err(DesktopError::BadRequest(format!(
+            "{dir:?} is not an absolute folder path (start it with / or ~/)"
+        )));
+    }
+    Ok(path)
+}

@@ -31,6 +31,12 @@ pub enum DesktopError {
     /// An IPC argument is malformed or too large.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The room was opened with a view-only link: it can be watched, not changed.
+    #[error("room {0} is view-only: this link lets you watch, not edit (ask for an edit link)")]
+    ReadOnly(String),
+    /// A folder mirror could not start or stop.
+    #[error(transparent)]
+    Mirror(#[from] spike_mirror::MirrorError),
 }
 
 impl DesktopError {
@@ -45,6 +51,8 @@ impl DesktopError {
             DesktopError::Io { .. } => "io",
             DesktopError::Settings(_) => "settings",
             DesktopError::BadRequest(_) => "bad-request",
+            DesktopError::ReadOnly(_) => "read-only",
+            DesktopError::Mirror(_) => "mirror",
         }
     }
 
@@ -63,7 +71,7 @@ impl DesktopError {
 pub struct ErrorReply {
     /// Which kind of failure.
     #[ts(
-        type = r#""transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request""#
+        type = r#""transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror""#
     )]
     pub kind: &'static str,
     /// The error in a sentence.

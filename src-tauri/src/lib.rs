@@ -22,12 +22,18 @@
 //!   people on the local network join, and share links then carry this machine's address);
 //! - `SPIKE_NAME`: the display name when the settings have none.
 //!
+//! "Folder…" ([`Shell::start_mirror`], [`Shell::open_folder`]) keeps the open room in sync with a
+//! folder through spike-mirror, editing through the room's own session. A link whose token has
+//! the `view` role opens the room read-only: every write command fails with
+//! [`DesktopError::ReadOnly`] (the server would drop the writes anyway).
+//!
 //! A `spike://room/…` link (or a `ws://…/<room>` URL) as the first argument opens that room.
 //! Otherwise the app reopens the room that was open last (saved in the settings).
 
 pub mod bindings;
 pub mod commands;
 mod error;
+mod mirror;
 pub mod room;
 pub mod settings;
 
@@ -43,6 +49,7 @@ use tauri::ipc::Channel;
 use tauri::{AppHandle, Manager, Runtime, WebviewUrl, WebviewWindowBuilder};
 
 pub use error::{DesktopError, ErrorReply};
+pub use mirror::{MirrorInfo, SkippedFile};
 use room::{Room, RoomConfig};
 use settings::Settings;
 use spike_collab::RoomLink;
@@ -90,6 +97,16 @@ pub enum ShellEvent {
         room: String,
         /// This user's name and colour, as peers see them.
         user: spike_collab::User,
+        /// The link grants `view` only: the editor must not change the room.
+        #[serde(rename = "readOnly")]
+        read_only: bool,
+        /// Why the server refused this connection, when it did (the session stops trying).
+        denied: Option<String>,
+    },
+    /// Something happened in the folder mirror (one line, e.g. `disk → room  App.tsx: 1 edit(s)`).
+    Mirror {
+        /// The event, for a person.
+        line: String,
     },
 }
 
@@ -199,9 +216,14 @@ pub struct Shell {
     switching: tokio::sync::Mutex<()>,
     settings: Mutex<Settings>,
     settings_path: PathBuf,
+    /// The app's data folder (room logs, the embedded server, mirror state).
+    data_dir: PathBuf,
     embedded: Option<Embedded>,
     preview: Preview,
-    events: Mutex<Option<Channel<ShellEvent>>>,
+    /// Shared with the folder mirror's thread, which reports its events here.
+    events: Arc<Mutex<Option<Channel<ShellEvent>>>>,
+    /// The open room's folder mirror, if any. Stopped before the room is left.
+    mirror: tokio::sync::Mutex<Option<mirror::ActiveMirror>>,
     changes: Mutex<mpsc::Sender<Vec<String>>>,
     /// Opens a room and starts its watchers (holds the app handle, whatever its runtime).
     opener: Box<RoomOpener>,
@@ -209,8 +231,10 @@ pub struct Shell {
     preview_eval: Box<PreviewEval>,
 }
 
-/// See [`Shell`]'s `opener`.
-type RoomOpener = dyn Fn(&RoomLink, &Settings) -> Result<Arc<Current>, DesktopError> + Send + Sync;
+/// See [`Shell`]'s `opener`. The third argument names the template a never-used room is seeded
+/// from (`None`: it starts empty).
+type RoomOpener =
+    dyn Fn(&RoomLink, &Settings, Option<&str>) -> Result<Arc<Current>, DesktopError> + Send + Sync;
 /// See [`Shell`]'s `preview_eval`.
 type PreviewEval = dyn Fn(&str) -> Result<(), DesktopError> + Send + Sync;
 
@@ -290,8 +314,20 @@ impl Shell {
     /// its next start, and returns it as opened (with the token a room on the embedded server
     /// gets). The UI attaches to the new room with `open_room`.
     pub async fn switch_room(&self, link: RoomLink) -> Result<RoomLink, DesktopError> {
+        self.switch_room_seeded(link, Some(EXAMPLE_TEMPLATE)).await
+    }
+
+    /// [`Shell::switch_room`], seeding a never-used room from `template` (`None`: empty).
+    async fn switch_room_seeded(
+        &self,
+        link: RoomLink,
+        template: Option<&str>,
+    ) -> Result<RoomLink, DesktopError> {
         let _one_at_a_time = self.switching.lock().await;
-        let next = (self.opener)(&link, &self.settings())?;
+        let next = (self.opener)(&link, &self.settings(), template)?;
+        if let Some(mirror) = self.mirror.lock().await.take() {
+            mirror.stop().await;
+        }
         let link = next.link.clone();
         let previous = std::mem::replace(
             &mut *self
@@ -330,11 +366,68 @@ impl Shell {
     }
 
     fn emit(&self, event: ShellEvent) {
-        if let Some(channel) = lock(&self.events).as_ref() {
-            if let Err(e) = channel.send(event) {
-                tracing::warn!("sending an event to the UI failed: {e}");
-            }
+        emit_to(&self.events, event);
+    }
+
+    /// Mirrors the open room into `dir` (created if missing), replacing any running mirror:
+    /// files on disk and in the room are reconciled once (see spike-mirror), then kept in sync
+    /// both ways. Errors: [`DesktopError::ReadOnly`] for a view-only room,
+    /// [`DesktopError::Io`] / [`DesktopError::Mirror`] for a folder that cannot be made or
+    /// watched.
+    pub async fn start_mirror(&self, dir: PathBuf) -> Result<MirrorInfo, DesktopError> {
+        let current = self.current();
+        if current.room.read_only() {
+            return Err(DesktopError::ReadOnly(current.link.room.clone()));
         }
+        let mut slot = self.mirror.lock().await;
+        if let Some(previous) = slot.take() {
+            previous.stop().await;
+        }
+        let events = self.events.clone();
+        let active = mirror::ActiveMirror::start(
+            current.room.session(),
+            &current.link.room,
+            &dir,
+            &self.data_dir.join("mirrors"),
+            move |line| {
+                emit_to(
+                    &events,
+                    ShellEvent::Mirror {
+                        line: line.to_owned(),
+                    },
+                )
+            },
+        )
+        .await?;
+        let info = active.info();
+        *slot = Some(active);
+        Ok(info)
+    }
+
+    /// Stops the folder mirror, if one runs; whether one did.
+    pub async fn stop_mirror(&self) -> bool {
+        match self.mirror.lock().await.take() {
+            Some(active) => {
+                active.stop().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The running folder mirror, if any.
+    pub async fn mirror_info(&self) -> Option<MirrorInfo> {
+        self.mirror.lock().await.as_ref().map(|m| m.info())
+    }
+
+    /// "Open folder…": a new, empty room (on the same server as a new room would be) that
+    /// takes the folder's files and stays mirrored with it. Returns the new room's link; the UI
+    /// reloads and attaches to it. Errors: those of [`Shell::start_mirror`].
+    pub async fn open_folder(&self, dir: PathBuf) -> Result<RoomLink, DesktopError> {
+        let link = self.new_room_link()?;
+        let link = self.switch_room_seeded(link, None).await?;
+        self.start_mirror(dir).await?;
+        Ok(link)
     }
 
     fn emit_status(&self) {
@@ -351,6 +444,8 @@ impl Shell {
             server: current.link.server.clone(),
             room: current.link.room.clone(),
             user: local_user(current.room.client_id(), &self.settings()),
+            read_only: current.room.read_only(),
+            denied: status.denied,
         });
     }
 
@@ -469,6 +564,10 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::new_room,
             commands::get_settings,
             commands::save_settings,
+            commands::mirror_folder,
+            commands::open_folder,
+            commands::stop_mirror,
+            commands::mirror_status,
         ])
 }
 
@@ -553,14 +652,14 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
     let opener_dir = data_dir.clone();
     let opener_server = embedded.clone();
     // Every room opens here, so a room on our own server always gets its token here.
-    let opener: Box<RoomOpener> = Box::new(move |link, settings| {
+    let opener: Box<RoomOpener> = Box::new(move |link, settings, template| {
         let link = match &opener_server {
             Some(e) => e.with_token(link.clone()),
             None => link.clone(),
         };
-        open_current(&opener_app, &opener_dir, &link, settings)
+        open_current(&opener_app, &opener_dir, &link, settings, template)
     });
-    let current = opener(&first, &settings)
+    let current = opener(&first, &settings, Some(EXAMPLE_TEMPLATE))
         .with_context(|| format!("opening room {:?} in {}", first.room, data_dir.display()))?;
     let link = current.link.clone();
     tracing::info!(room = link.room, server = link.server, dir = %data_dir.display(), "room open");
@@ -579,9 +678,11 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         switching: tokio::sync::Mutex::new(()),
         settings: Mutex::new(settings),
         settings_path,
+        data_dir,
         embedded,
         preview: Preview::new(),
-        events: Mutex::new(None),
+        events: Arc::default(),
+        mirror: tokio::sync::Mutex::new(None),
         changes: Mutex::new(tx),
         opener,
         preview_eval,
@@ -639,7 +740,15 @@ fn open_current<R: Runtime>(
     data_dir: &std::path::Path,
     link: &RoomLink,
     settings: &Settings,
+    template: Option<&str>,
 ) -> Result<Arc<Current>, DesktopError> {
+    // A view token makes the editor read-only. The claims are read without the server's
+    // secret, for display only: the server enforces the role whatever this copy does.
+    let read_only = link
+        .token
+        .as_deref()
+        .and_then(|t| spike_server::auth::Claims::peek(t).ok())
+        .is_some_and(|claims| claims.role == spike_server::auth::Role::View);
     // The session spawns its connection task: enter the runtime (a no-op inside a command).
     let runtime = tauri::async_runtime::handle();
     let _entered = runtime.inner().enter();
@@ -648,8 +757,9 @@ fn open_current<R: Runtime>(
         name: link.room.clone(),
         server: link.server.clone(),
         token: link.token.clone(),
-        template: Some("example".into()),
+        template: template.map(str::to_owned),
         online: true,
+        read_only,
     })?;
     let room = Arc::new(room);
     let files_app = app.clone();
@@ -729,6 +839,18 @@ fn lan_address() -> Option<std::net::IpAddr> {
     let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
     socket.connect(("192.0.2.1", 9)).ok()?;
     socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// The template the embedded server seeds new rooms from: the example project.
+const EXAMPLE_TEMPLATE: &str = "example";
+
+/// Sends `event` to the UI, if one is attached.
+fn emit_to(events: &Mutex<Option<Channel<ShellEvent>>>, event: ShellEvent) {
+    if let Some(channel) = lock(events).as_ref() {
+        if let Err(e) = channel.send(event) {
+            tracing::warn!("sending an event to the UI failed: {e}");
+        }
+    }
 }
 
 /// Default port of the embedded room server.

@@ -38,15 +38,20 @@ pub struct RoomConfig {
     pub template: Option<String>,
     /// Connect now (`false`: stay offline; edits still work and are logged).
     pub online: bool,
+    /// The link's token grants `view` only: every write is refused here with
+    /// [`DesktopError::ReadOnly`] (the server would drop it anyway).
+    pub read_only: bool,
 }
 
 /// One open room.
 pub struct Room {
     name: String,
-    session: Session,
+    session: Arc<Session>,
     ui: Arc<Mutex<Option<UpdateSink>>>,
     /// Serializes read-modify-write operations (a format reads the text, then edits it).
     write: Mutex<()>,
+    /// See [`RoomConfig::read_only`].
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Room {
@@ -93,21 +98,45 @@ impl Room {
             .map_err(|e| DesktopError::BadRequest(format!("observing the room document: {e}")))?;
         Ok(Self {
             name: config.name.clone(),
-            session,
+            session: Arc::new(session),
             ui,
             write: Mutex::new(()),
+            read_only: config.read_only,
         })
     }
 
     /// Leaves the room: says goodbye to the server (peers see this user go at once) and closes
     /// the connection. Everything is already in the log.
     pub async fn close(self) {
-        self.session.close().await;
+        match Arc::try_unwrap(self.session) {
+            Ok(session) => session.close().await,
+            // A folder mirror still holds it: its last holder's drop closes the connection.
+            Err(_) => tracing::warn!(room = self.name, "room closed while still shared"),
+        }
+    }
+
+    /// The session itself, shared (a folder mirror edits the room through it, so disk edits
+    /// reach the editor and the preview at once, online or not).
+    pub fn session(&self) -> Arc<Session> {
+        self.session.clone()
     }
 
     /// The log file of room `name` in `dir`.
     pub fn log_path(dir: &Path, name: &str) -> PathBuf {
         dir.join(format!("{name}.sqlite"))
+    }
+
+    /// Whether this copy only watches (a `view` token): every write is refused.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Takes the write lock, unless the room is read-only.
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>, DesktopError> {
+        if self.read_only {
+            return Err(DesktopError::ReadOnly(self.name.clone()));
+        }
+        Ok(lock(&self.write))
     }
 
     /// The room's name.
@@ -216,31 +245,31 @@ impl Room {
                 update.len()
             )));
         }
-        let _guard = lock(&self.write);
+        let _guard = self.writer()?;
         Ok(self.session.apply_local_update(update)?)
     }
 
     /// Creates `path` with `text`. Errors: invalid path, existing file, log failure.
     pub fn create_file(&self, path: &str, text: &str) -> Result<(), DesktopError> {
-        let _guard = lock(&self.write);
+        let _guard = self.writer()?;
         Ok(self.session.create_file(path, text)?)
     }
 
     /// Renames `from` to `to`. Errors: no such file, invalid or existing target, log failure.
     pub fn rename_file(&self, from: &str, to: &str) -> Result<(), DesktopError> {
-        let _guard = lock(&self.write);
+        let _guard = self.writer()?;
         Ok(self.session.rename_file(from, to)?)
     }
 
     /// Deletes `path`. Errors: no such file, log failure.
     pub fn delete_file(&self, path: &str) -> Result<(), DesktopError> {
-        let _guard = lock(&self.write);
+        let _guard = self.writer()?;
         Ok(self.session.delete_file(path)?)
     }
 
     /// Applies text edits to `path` (UTF-16 offsets, each relative to the previous edit's result).
     pub fn edit(&self, path: &str, edits: &[TextEdit]) -> Result<(), DesktopError> {
-        let _guard = lock(&self.write);
+        let _guard = self.writer()?;
         Ok(self.session.edit(path, edits)?)
     }
 
@@ -251,7 +280,7 @@ impl Room {
     /// that an edit no longer fits), [`DesktopError::Format`] (syntax error, unsupported
     /// extension, too large).
     pub fn format_file(&self, path: &str) -> Result<bool, DesktopError> {
-        let _guard = lock(&self.write);
+        let _guard = self.writer()?;
         let source = self
             .session
             .read(path)
@@ -341,6 +370,7 @@ pub(crate) mod tests {
                 token: None,
                 template: Some("example".into()),
                 online,
+                read_only: false,
             })
             .expect("open")
         }

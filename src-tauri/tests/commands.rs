@@ -264,3 +264,177 @@ fn on_the_network_the_embedded_server_needs_tokens_and_share_links_carry_one() {
         s.room().read("App.tsx").is_some()
     });
 }
+
+/// Waits until `check` holds for the file `path` on disk (its text, `None` when missing).
+fn until_file(path: &Path, what: &str, check: impl Fn(Option<String>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check(std::fs::read_to_string(path).ok()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mirror_folder_keeps_the_room_and_a_folder_in_sync_until_stopped() {
+    let t = TestApp::start("mirrored");
+    let dir = t._dir.path().join("work/mirrored");
+    let err = t
+        .invoke("mirror_folder", json!({"dir": "relative/dir"}))
+        .expect_err("a relative folder");
+    assert_eq!(err["kind"], "bad-request");
+
+    let info = t
+        .invoke("mirror_folder", json!({"dir": dir.display().to_string()}))
+        .expect("mirror");
+    let canonical = dir.canonicalize().expect("the folder was created");
+    assert_eq!(info["dir"], canonical.display().to_string());
+    assert_eq!(info["room"], "mirrored");
+    // Room → disk: the example's files are written, with the room's exact text.
+    let app = dir.join("App.tsx");
+    let room_text = t.shell().room().read("App.tsx").expect("App.tsx");
+    until_file(&app, "App.tsx on disk", |text| {
+        text.as_deref() == Some(&room_text)
+    });
+    // Disk → room, through the app's own session: the editor's copy changes at once.
+    std::fs::write(&app, format!("{room_text}// saved in another editor\n")).expect("write");
+    t.until("the disk edit in the room", |s| {
+        s.room()
+            .read("App.tsx")
+            .is_some_and(|t| t.ends_with("// saved in another editor\n"))
+    });
+    // A file created in the app appears on disk.
+    t.invoke(
+        "create_file",
+        json!({"path": "lib/util.ts", "text": "export const x = 1;\n"}),
+    )
+    .expect("create");
+    until_file(&dir.join("lib/util.ts"), "lib/util.ts on disk", |text| {
+        text.as_deref() == Some("export const x = 1;\n")
+    });
+    let status = t.invoke("mirror_status", json!({})).expect("status");
+    assert_eq!(status["dir"], canonical.display().to_string());
+    assert!(
+        status["recent"]
+            .as_array()
+            .is_some_and(|lines| lines.iter().any(|l| l == "disk → room  App.tsx: 1 edit(s)")),
+        "{status}"
+    );
+
+    assert_eq!(t.invoke("stop_mirror", json!({})).expect("stop"), true);
+    assert_eq!(
+        t.invoke("mirror_status", json!({})).expect("status"),
+        Value::Null
+    );
+    std::fs::write(&app, "// after the mirror stopped\n").expect("write");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        t.shell()
+            .room()
+            .read("App.tsx")
+            .is_some_and(|t| t.ends_with("// saved in another editor\n")),
+        "a stopped mirror no longer changes the room"
+    );
+    assert_eq!(t.invoke("stop_mirror", json!({})).expect("stop"), false);
+}
+
+#[test]
+fn open_folder_makes_a_new_room_from_the_folder_alone() {
+    let t = TestApp::start("before-folder");
+    let dir = t._dir.path().join("project");
+    std::fs::create_dir_all(dir.join("src")).expect("mkdir");
+    std::fs::write(dir.join("index.tsx"), "export default () => <p>hi</p>;\n").expect("write");
+    std::fs::write(dir.join("src/math.ts"), "export const two = 2;\n").expect("write");
+    std::fs::write(dir.join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0").expect("write");
+
+    let link = t
+        .invoke("open_folder", json!({"dir": dir.display().to_string()}))
+        .expect("open folder");
+    let room = link["room"].as_str().expect("room").to_owned();
+    assert_ne!(room, "before-folder");
+    assert_eq!(t.shell().room().name(), room);
+    t.until("the folder's files in the room", |s| {
+        s.room().read("src/math.ts").as_deref() == Some("export const two = 2;\n")
+    });
+    let room_paths = t.shell().room().paths();
+    assert_eq!(
+        room_paths,
+        vec!["index.tsx".to_owned(), "src/math.ts".to_owned()],
+        "only the folder's text files: no example project, no binary"
+    );
+    assert!(
+        !dir.join("App.tsx").exists(),
+        "the example never reached the folder"
+    );
+    let status = t.invoke("mirror_status", json!({})).expect("status");
+    assert_eq!(status["room"], room.as_str());
+    assert_eq!(
+        status["skipped"],
+        json!([{"path": "logo.png", "reason": "binary (NUL byte or not UTF-8)"}])
+    );
+    // Leaving the room stops its mirror.
+    t.invoke("new_room", json!({})).expect("new room");
+    assert_eq!(
+        t.invoke("mirror_status", json!({})).expect("status"),
+        Value::Null
+    );
+}
+
+#[test]
+fn a_view_link_opens_the_room_read_only_and_it_still_follows_editors() {
+    use spike_server::auth::{Claims, Role, Secret, TokenKey};
+    let t = TestApp::start_on("watched", "0.0.0.0:0");
+    let share = t.invoke("share_room", json!({})).expect("share");
+    let server = share["link"]["server"].as_str().expect("server").to_owned();
+    let key = TokenKey::new(
+        &Secret::from_file(&t._dir.path().join("data/server/secret")).expect("the secret"),
+    );
+    let token = |role| {
+        key.issue(&Claims::new("watched", role, Duration::from_secs(600)))
+            .expect("token")
+    };
+    let view = spike_collab::RoomLink {
+        token: Some(token(Role::View)),
+        ..spike_collab::RoomLink::new(&server, "watched").expect("link")
+    };
+    t.invoke("join_room", json!({"link": view.to_link()}))
+        .expect("join as a viewer");
+    t.until("the room's files, watched", |s| {
+        s.room().read("App.tsx").is_some()
+    });
+    assert!(t.shell().room().read_only());
+
+    for (cmd, args) in [
+        ("create_file", json!({"path": "x.ts", "text": ""})),
+        ("delete_file", json!({"path": "App.tsx"})),
+        ("rename_file", json!({"from": "App.tsx", "to": "B.tsx"})),
+        ("format_file", json!({"path": "App.tsx"})),
+        (
+            "mirror_folder",
+            json!({"dir": t._dir.path().join("m").display().to_string()}),
+        ),
+    ] {
+        let err = t.invoke(cmd, args).expect_err(cmd);
+        assert_eq!(err["kind"], "read-only", "{cmd}: {err}");
+        assert_eq!(
+            err["message"],
+            "room watched is view-only: this link lets you watch, not edit (ask for an edit link)"
+        );
+    }
+    let err = t
+        .invoke_body("push_update", InvokeBody::Raw(vec![0, 0]))
+        .expect_err("push");
+    assert_eq!(err["kind"], "read-only");
+
+    // An editor's change reaches the viewer.
+    let runtime = tauri::async_runtime::handle();
+    let _entered = runtime.inner().enter();
+    let mut config = spike_collab::SessionConfig::new(&server, "watched");
+    config.token = Some(token(Role::Edit));
+    let editor = spike_collab::Session::open(config).expect("editor session");
+    editor
+        .create_file("from-editor.ts", "export const seen = true;\n")
+        .expect("edit");
+    t.until("the editor's file at the viewer", |s| {
+        s.room().read("from-editor.ts").as_deref() == Some("export const seen = true;\n")
+    });
+}

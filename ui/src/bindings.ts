@@ -148,7 +148,19 @@ room: string,
 /**
  * This user's name and colour, as peers see them.
  */
-user: User, };
+user: User, 
+/**
+ * The link grants `view` only: the editor must not change the room.
+ */
+readOnly: boolean, 
+/**
+ * Why the server refused this connection, when it did (the session stops trying).
+ */
+denied: string | null, } | { "type": "mirror", 
+/**
+ * The event, for a person.
+ */
+line: string, };
 
 export type ShareInfo = { 
 /**
@@ -171,6 +183,34 @@ embedded: boolean,
  * Whether that embedded server only accepts connections from this computer.
  */
 loopbackOnly: boolean, };
+
+export type SkippedFile = { 
+/**
+ * Its path relative to the folder, `/`-separated.
+ */
+path: string, 
+/**
+ * Why it is not mirrored (binary, too large, ignored by `.gitignore`, …).
+ */
+reason: string, };
+
+export type MirrorInfo = { 
+/**
+ * The folder, absolute.
+ */
+dir: string, 
+/**
+ * The room it mirrors.
+ */
+room: string, 
+/**
+ * Files not mirrored, with the reason.
+ */
+skipped: Array<SkippedFile>, 
+/**
+ * The last events, oldest first, one line each (`disk → room  App.tsx: 1 edit(s)`).
+ */
+recent: Array<string>, };
 
 export type Settings = { 
 /**
@@ -199,7 +239,7 @@ export type ErrorReply = {
 /**
  * Which kind of failure.
  */
-kind: "transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request", 
+kind: "transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror", 
 /**
  * The error in a sentence.
  */

@@ -12,7 +12,7 @@ import {
 } from "@codemirror/language";
 import { type Diagnostic as CmDiagnostic, lintGutter, setDiagnostics } from "@codemirror/lint";
 import { highlightSelectionMatches, search, searchKeymap } from "@codemirror/search";
-import { EditorState, type Extension, Transaction } from "@codemirror/state";
+import { Compartment, EditorState, type Extension, Transaction } from "@codemirror/state";
 import {
   crosshairCursor,
   drawSelection,
@@ -40,6 +40,21 @@ export interface EditorOptions {
   onCursor: (anchor: number, head: number) => void;
   /** This user typed, deleted, pasted or undid something (not a collaborator's edit). */
   onLocalEdit?: () => void;
+  /** The room is view-only: show it, let the user select and copy, but never change it. */
+  readOnly?: boolean;
+}
+
+/** Holds each view's read-only setting, so a room's role can change it later. */
+const readOnlyMode = new Compartment();
+
+const readOnlyExtension = (readOnly: boolean): Extension => [
+  EditorState.readOnly.of(readOnly),
+  EditorView.editable.of(!readOnly),
+];
+
+/** Makes `view` read-only (a view-only room) or editable again. */
+export function setReadOnly(view: EditorView, readOnly: boolean): void {
+  view.dispatch({ effects: readOnlyMode.reconfigure(readOnlyExtension(readOnly)) });
 }
 
 /** A CodeMirror view showing `ytext`, with undo/redo limited to this user's own edits. */
@@ -99,6 +114,7 @@ export function createEditor(path: string, ytext: Y.Text, parent: HTMLElement, o
       }
     }),
     EditorView.contentAttributes.of({ "data-path": path, spellcheck: "false" }),
+    readOnlyMode.of(readOnlyExtension(options.readOnly ?? false)),
   ];
   if (lang) extensions.push(javascript(lang));
   const view = new EditorView({

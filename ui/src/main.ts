@@ -5,10 +5,10 @@ import { EditorSelection } from "@codemirror/state";
 import { EditorView } from "@codemirror/view";
 import * as Y from "yjs";
 
-import { createEditor, showDiagnostics } from "./editor";
+import { createEditor, setReadOnly, showDiagnostics } from "./editor";
 import { buildTree, offsetOf, relativeSelection, resolveSelection, type TreeNode } from "./model";
 import { type RemoteCursor, setRemoteCursors } from "./presence";
-import { bindRoomControls, bindSettings } from "./rooms";
+import { bindMirror, bindRoomControls, bindSettings } from "./rooms";
 import { Shell, SHELL_ORIGIN } from "./shell";
 import { type Diagnostic, isDesktopError, type Peer, type PreviewReport, type Settings, type ShellEvent } from "./types";
 
@@ -37,6 +37,10 @@ class Workbench {
   /** The person whose cursor this window follows across files, if any. */
   private following: number | null = null;
   private settings: Settings | null = null;
+  /** The room was opened with a view-only link. */
+  private readOnly = false;
+  private room = "";
+  private onMirrorLine: ((line: string) => void) | null = null;
 
   async start(): Promise<void> {
     this.bindChrome();
@@ -49,6 +53,7 @@ class Workbench {
     this.shell = await Shell.connect(this.doc, (e) => this.onShellEvent(e));
     this.settings = await this.shell.getSettings();
     bindRoomControls(this.shell);
+    this.onMirrorLine = bindMirror(this.shell, () => this.room);
     bindSettings(
       this.shell,
       () => this.settings,
@@ -91,6 +96,7 @@ class Workbench {
         },
         onCursor: (anchor, head) => this.publishCursor(path, anchor, head),
         onLocalEdit: () => this.unfollow(),
+        readOnly: this.readOnly,
       });
       entry = { view, host };
       this.views.set(path, entry);
@@ -165,6 +171,9 @@ class Workbench {
       case "preview":
         this.onPreviewReport(e.report);
         break;
+      case "mirror":
+        this.onMirrorLine?.(e.line);
+        break;
       case "peers":
         this.peers = e.peers;
         for (const path of this.views.keys()) this.showPeerCursors(path);
@@ -173,10 +182,23 @@ class Workbench {
         break;
       case "status": {
         const badge = $("status");
-        badge.dataset.state = e.state;
-        badge.textContent = e.unconfirmed && e.state === "synced" ? "saving…" : e.state;
-        badge.title = `Room ${e.room} on ${e.server}. Edits are saved on this machine first, then synced.`;
+        if (e.denied) {
+          badge.dataset.state = "denied";
+          badge.textContent = "access denied";
+          badge.title = `The server refused this room: ${e.denied}`;
+        } else {
+          badge.dataset.state = e.state;
+          badge.textContent = e.unconfirmed && e.state === "synced" ? "saving…" : e.state;
+          badge.title = `Room ${e.room} on ${e.server}. Edits are saved on this machine first, then synced.`;
+        }
         document.documentElement.dataset.room = e.room;
+        this.room = e.room;
+        if (e.readOnly !== this.readOnly) {
+          this.readOnly = e.readOnly;
+          document.documentElement.dataset.readOnly = String(e.readOnly);
+          $("view-only").hidden = !e.readOnly;
+          for (const { view } of this.views.values()) setReadOnly(view, e.readOnly);
+        }
         const me = $("me");
         me.textContent = e.user.name;
         me.style.borderColor = e.user.color;

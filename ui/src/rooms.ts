@@ -1,7 +1,7 @@
 // Room controls (share, join, new room) and the settings dialog.
 
 import type { Shell } from "./shell";
-import { isDesktopError, type Settings, type ShareInfo } from "./types";
+import { isDesktopError, type MirrorInfo, type Settings, type ShareInfo } from "./types";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -125,4 +125,85 @@ export function bindSettings(shell: Shell, current: () => Settings | null, onSav
       showError("settings-error", e);
     }
   });
+}
+
+/**
+ * Wires "Folder…": mirror the open room into a folder, open a folder as a new room, stop.
+ * Returns a function that takes each mirror event line.
+ */
+export function bindMirror(shell: Shell, room: () => string): (line: string) => void {
+  const dialog = $<HTMLDialogElement>("mirror-dialog");
+  const dir = $<HTMLInputElement>("mirror-dir");
+  const log = $<HTMLUListElement>("mirror-log");
+  const state = $("mirror-state");
+  const indicator = $("mirror-indicator");
+  const show = (info: MirrorInfo | null) => {
+    indicator.hidden = info === null;
+    indicator.textContent = info ? `⇄ ${info.dir}` : "";
+    indicator.title = info ? `This room is mirrored into ${info.dir}` : "";
+    state.textContent = info ? `Mirroring room ${info.room} into ${info.dir}` : "Not mirrored to a folder.";
+    $("mirror-stop").hidden = info === null;
+    const skipped = $<HTMLUListElement>("mirror-skipped");
+    skipped.replaceChildren(
+      ...(info?.skipped ?? []).map((f) => {
+        const li = document.createElement("li");
+        li.textContent = `${f.path}: ${f.reason}`;
+        return li;
+      }),
+    );
+    if (info) {
+      log.replaceChildren();
+      for (const line of info.recent) addLine(line);
+    }
+  };
+  const addLine = (line: string) => {
+    const li = document.createElement("li");
+    li.textContent = line;
+    log.append(li);
+    while (log.childElementCount > 50) log.firstElementChild?.remove();
+    log.scrollTop = log.scrollHeight;
+  };
+  const refresh = () =>
+    shell
+      .mirrorStatus()
+      .then(show)
+      .catch((e) => showError("mirror-error", e));
+  $("mirror-button").addEventListener("click", () => {
+    showError("mirror-error", null);
+    if (!dir.value) dir.value = `~/Spike/${room()}`;
+    void refresh();
+    dialog.showModal();
+    dir.focus();
+  });
+  $("mirror-start").addEventListener("click", async () => {
+    showError("mirror-error", null);
+    try {
+      show(await shell.mirrorFolder(dir.value));
+    } catch (e) {
+      showError("mirror-error", e);
+    }
+  });
+  $("open-folder").addEventListener("click", async () => {
+    showError("mirror-error", null);
+    try {
+      await shell.openFolder(dir.value);
+      window.location.reload();
+    } catch (e) {
+      showError("mirror-error", e);
+    }
+  });
+  $("mirror-stop").addEventListener("click", async () => {
+    try {
+      await shell.stopMirror();
+      show(null);
+    } catch (e) {
+      showError("mirror-error", e);
+    }
+  });
+  void refresh();
+  return (line: string) => {
+    addLine(line);
+    // A skipped file or a start changes what the dialog lists.
+    if (dialog.open && (line.startsWith("skipped") || line.startsWith("ready"))) void refresh();
+  };
 }

@@ -7,7 +7,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import * as Y from "yjs";
 
-import type { RelativePositionJSON, RoomLink, Settings, ShareInfo, ShellEvent } from "./types";
+import type { MirrorInfo, RelativePositionJSON, RoomLink, Settings, ShareInfo, ShellEvent } from "./types";
 
 /** Transaction origin of updates that came from the shell (not echoed back, not undoable). */
 export const SHELL_ORIGIN = Symbol("shell");
@@ -99,6 +99,26 @@ export class Shell {
   /** Validates, saves and applies settings (name and colour at once). */
   saveSettings(settings: Settings): Promise<Settings> {
     return invoke<Settings>("save_settings", { settings });
+  }
+
+  /** Keeps the open room and the folder `dir` in sync both ways (replacing a running mirror). */
+  mirrorFolder(dir: string): Promise<MirrorInfo> {
+    return this.queue.run(() => invoke<MirrorInfo>("mirror_folder", { dir }));
+  }
+
+  /** A new empty room that takes the folder's files and stays mirrored; the page reloads after. */
+  openFolder(dir: string): Promise<RoomLink> {
+    return this.queue.run(() => invoke<RoomLink>("open_folder", { dir }));
+  }
+
+  /** Stops the folder mirror; whether one was running. */
+  stopMirror(): Promise<boolean> {
+    return invoke<boolean>("stop_mirror");
+  }
+
+  /** The running folder mirror, if any. */
+  mirrorStatus(): Promise<MirrorInfo | null> {
+    return invoke<MirrorInfo | null>("mirror_status");
   }
 
   reloadPreview(): Promise<number> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use spike_collab::{RoomLink, Session, SessionConfig};
-use spike_mirror::{Change, Mirror, MirrorEvent, MirrorOptions};
+use spike_mirror::{Mirror, MirrorEvent, MirrorOptions};
 
 /// Arguments of `spike mirror`.
 #[derive(clap::Args)]
@@ -51,8 +51,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..MirrorOptions::default()
         };
         let mirror = Mirror::start(session, &args.dir, options, |event| match event {
-            MirrorEvent::Error(_) => eprintln!("{}", describe(event)),
-            _ => println!("{}", describe(event)),
+            MirrorEvent::Error(_) => eprintln!("{event}"),
+            _ => println!("{event}"),
         })
         .await?;
         spike_server::shutdown_signal().await;
@@ -61,54 +61,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line per event, as printed.
-fn describe(event: &MirrorEvent) -> String {
-    let change = |change: &Change| match change {
-        Change::Created => "created".to_owned(),
-        Change::Edited { edits: 0 } => "written".to_owned(),
-        Change::Edited { edits } => format!("{edits} edit(s)"),
-        Change::Deleted => "deleted".to_owned(),
-        Change::Renamed { from } => format!("renamed from {from}"),
-    };
-    match event {
-        MirrorEvent::Started { files, offline } => {
-            let how = if *offline {
-                "offline: working from the local log, will sync on reconnection"
-            } else {
-                "synced with the server"
-            };
-            format!("ready: {files} file(s) in sync ({how})")
-        }
-        MirrorEvent::ToRoom { path, change: c } => format!("disk → room  {path}: {}", change(c)),
-        MirrorEvent::ToDisk { path, change: c } => format!("room → disk  {path}: {}", change(c)),
-        MirrorEvent::Merged { path } => format!("merged       {path}: changed on both sides"),
-        MirrorEvent::Skipped { path, reason } => format!("skipped      {path}: {reason}"),
-        MirrorEvent::Rescanned => "rescanned the folder (the watcher lost events)".to_owned(),
-        MirrorEvent::Error(e) => format!("error: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use spike_mirror::SkipReason;
-
-    #[test]
-    fn events_read_as_one_line_each() {
-        let to_room = MirrorEvent::ToRoom {
-            path: "App.tsx".into(),
-            change: Change::Edited { edits: 2 },
-        };
-        assert_eq!(describe(&to_room), "disk → room  App.tsx: 2 edit(s)");
-        let skipped = MirrorEvent::Skipped {
-            path: "logo.png".into(),
-            reason: SkipReason::Binary,
-        };
-        assert_eq!(
-            describe(&skipped),
-            "skipped      logo.png: binary (NUL byte or not UTF-8)"
-        );
-    }
 }

@@ -166,6 +166,40 @@ pub enum MirrorEvent {
     Error(String),
 }
 
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Created => f.write_str("created"),
+            Change::Edited { edits: 0 } => f.write_str("written"),
+            Change::Edited { edits } => write!(f, "{edits} edit(s)"),
+            Change::Deleted => f.write_str("deleted"),
+            Change::Renamed { from } => write!(f, "renamed from {from}"),
+        }
+    }
+}
+
+/// One line per event, the way `spike mirror` prints them and the desktop app lists them.
+impl std::fmt::Display for MirrorEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MirrorEvent::Started { files, offline } => {
+                let how = if *offline {
+                    "offline: working from the local log, will sync on reconnection"
+                } else {
+                    "synced with the server"
+                };
+                write!(f, "ready: {files} file(s) in sync ({how})")
+            }
+            MirrorEvent::ToRoom { path, change } => write!(f, "disk → room  {path}: {change}"),
+            MirrorEvent::ToDisk { path, change } => write!(f, "room → disk  {path}: {change}"),
+            MirrorEvent::Merged { path } => write!(f, "merged       {path}: changed on both sides"),
+            MirrorEvent::Skipped { path, reason } => write!(f, "skipped      {path}: {reason}"),
+            MirrorEvent::Rescanned => f.write_str("rescanned the folder (the watcher lost events)"),
+            MirrorEvent::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
 /// A running mirror of a room into a folder. See the crate docs. Dropping it stops the engine
 /// and the watcher; [`Mirror::stop`] also closes the session.
 pub struct Mirror {
@@ -201,11 +235,12 @@ impl Mirror {
     /// Errors: [`MirrorError::NotADirectory`], [`MirrorError::Io`] when the folder cannot be
     /// resolved, [`MirrorError::Watch`] when the watcher cannot start.
     pub async fn start(
-        session: Session,
+        session: impl Into<Arc<Session>>,
         dir: impl AsRef<Path>,
         options: MirrorOptions,
         on_event: impl Fn(&MirrorEvent) + Send + 'static,
     ) -> Result<Self, MirrorError> {
+        let session: Arc<Session> = session.into();
         let dir = dir.as_ref();
         let root = dir.canonicalize().map_err(|e| MirrorError::io(dir, e))?;
         if !root.is_dir() {
@@ -217,7 +252,6 @@ impl Mirror {
             })
             .await
             .is_err();
-        let session = Arc::new(session);
         let (input, rx) = mpsc::channel();
         let room_tx = Mutex::new(input.clone());
         session.with_doc(|doc| {
@@ -283,7 +317,9 @@ impl Mirror {
     }
 
     /// Stops watching, waits for the engine thread to finish what it is doing, then closes
-    /// the session (flushing nothing: every change is already in the session's log).
+    /// the session if the mirror was its last holder (flushing nothing: every change is already
+    /// in the session's log). A session shared with its owner (the desktop app's room) stays
+    /// open.
     pub async fn stop(mut self) {
         self.shutdown();
         let engine = self.engine.take();
@@ -1072,5 +1108,27 @@ mod tests {
         assert!(excluded("src/.spike-tmp-1-2-App.tsx"));
         assert!(!excluded("src/App.tsx"));
         assert!(!excluded(".gitignore"));
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn events_read_as_one_line_each() {
+        let to_room = MirrorEvent::ToRoom {
+            path: "App.tsx".into(),
+            change: Change::Edited { edits: 2 },
+        };
+        assert_eq!(to_room.to_string(), "disk → room  App.tsx: 2 edit(s)");
+        let skipped = MirrorEvent::Skipped {
+            path: "logo.png".into(),
+            reason: SkipReason::Binary,
+        };
+        assert_eq!(
+            skipped.to_string(),
+            "skipped      logo.png: binary (NUL byte or not UTF-8)"
+        );
     }
 }

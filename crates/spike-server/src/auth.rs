@@ -93,6 +93,22 @@ impl Claims {
         }
     }
 
+    /// The claims `token` says it carries, WITHOUT checking its signature or expiry: for a
+    /// client to show what a link allows (a view-only editor). Never for access decisions; the
+    /// server makes those with [`TokenKey::verify`]. Errors: [`Refusal::Malformed`].
+    pub fn peek(token: &str) -> Result<Self, Refusal> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.insecure_disable_signature_validation();
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&[]), &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::Json(e) => Refusal::Malformed(format!("claims: {e}")),
+                _ => Refusal::Malformed("not a JWT".into()),
+            })
+    }
+
     /// Whether these claims cover room `room`.
     pub fn covers(&self, room: &str) -> bool {
         match self.room.strip_suffix('*') {
@@ -326,6 +342,18 @@ mod tests {
 
     fn key(fill: u8) -> TokenKey {
         TokenKey::new(&Secret::new(vec![fill; 32]).expect("secret"))
+    }
+
+    #[test]
+    fn peek_reads_claims_without_the_secret_and_verify_still_refuses_forgeries() {
+        let claims = Claims::new("demo", Role::View, Duration::from_secs(60));
+        let token = key(1).issue(&claims).expect("issue");
+        assert_eq!(Claims::peek(&token), Ok(claims));
+        assert_eq!(key(2).verify(Some(&token), "demo"), Err(Refusal::Forged));
+        assert!(matches!(
+            Claims::peek("not.a.jwt"),
+            Err(Refusal::Malformed(_))
+        ));
     }
 
     #[test]
