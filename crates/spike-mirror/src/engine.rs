@@ -70,7 +70,7 @@ impl Default for MirrorOptions {
 pub enum SkipReason {
     /// A `.git`, `node_modules` or `.spike` folder.
     Excluded,
-    /// Ignored by the folder's `.gitignore`.
+    /// Ignored by one of the folder's `.gitignore` files.
     Ignored,
     /// A symlink (followed, it could lead out of the folder).
     Symlink,
@@ -374,7 +374,7 @@ struct Engine {
     session: Arc<Session>,
     root: PathBuf,
     options: MirrorOptions,
-    gitignore: Gitignore,
+    gitignore: Gitignores,
     bases: HashMap<String, Base>,
     /// Files that vanished or became empty on disk, and when that reaches the room unless they
     /// come back first.
@@ -567,7 +567,7 @@ impl Engine {
             if excluded(&rel) {
                 continue;
             }
-            if rel == ".gitignore" {
+            if rel == ".gitignore" || rel.ends_with("/.gitignore") {
                 self.gitignore = load_gitignore(&self.root);
                 *rescan = true;
             }
@@ -684,9 +684,7 @@ impl Engine {
     }
 
     fn gitignored(&self, rel: &str, is_dir: bool) -> bool {
-        self.gitignore
-            .matched_path_or_any_parents(self.root.join(rel), is_dir)
-            .is_ignore()
+        self.gitignore.ignores(&self.root, rel, is_dir)
     }
 
     fn skip(&self, rel: &str, reason: SkipReason) {
@@ -1090,11 +1088,74 @@ fn excluded(rel: &str) -> bool {
         .any(|seg| EXCLUDED_DIRS.contains(&seg) || seg.starts_with(TMP_PREFIX))
 }
 
-/// The folder's root `.gitignore` (an empty matcher when there is none or it does not parse).
-fn load_gitignore(root: &Path) -> Gitignore {
-    let mut builder = GitignoreBuilder::new(root);
-    let _ = builder.add(root.join(".gitignore"));
-    builder.build().unwrap_or_else(|_| Gitignore::empty())
+/// Every `.gitignore` of a folder, each matching the paths under its own directory, as git
+/// reads them (gitignore(5)): for a path, the deepest `.gitignore` with a matching pattern
+/// decides, so a nested file can ignore more or re-include (`!pattern`) what a parent ignored.
+struct Gitignores {
+    /// `(directory relative to the root, "" for the root; its matcher)`, deepest first.
+    matchers: Vec<(String, Gitignore)>,
+}
+
+impl Gitignores {
+    fn ignores(&self, root: &Path, rel: &str, is_dir: bool) -> bool {
+        for (dir, matcher) in &self.matchers {
+            let under = dir.is_empty()
+                || rel
+                    .strip_prefix(dir.as_str())
+                    .is_some_and(|r| r.starts_with('/'));
+            if !under {
+                continue;
+            }
+            match matcher.matched_path_or_any_parents(root.join(rel), is_dir) {
+                ignore::Match::Ignore(_) => return true,
+                ignore::Match::Whitelist(_) => return false,
+                ignore::Match::None => {}
+            }
+        }
+        false
+    }
+}
+
+/// The folder's `.gitignore` files, found by a walk that skips the excluded folders and the
+/// folders an outer `.gitignore` ignores (git never reads those). A file that does not parse
+/// matches nothing.
+fn load_gitignore(root: &Path) -> Gitignores {
+    let walk = ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .git_ignore(true)
+        .git_global(false)
+        .git_exclude(false)
+        .require_git(false)
+        .parents(false)
+        .filter_entry(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_none_or(|n| !EXCLUDED_DIRS.contains(&n))
+        })
+        .build();
+    let mut matchers: Vec<(String, Gitignore)> = walk
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() == ".gitignore" && e.file_type().is_some_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let dir = e.path().parent()?;
+            let rel = dir.strip_prefix(root).ok()?;
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_str())
+                .collect::<Option<Vec<_>>>()?
+                .join("/");
+            let mut builder = GitignoreBuilder::new(dir);
+            if builder.add(e.path()).is_some() {
+                tracing::warn!(path = %e.path().display(), "a .gitignore line does not parse; skipping it");
+            }
+            Some((rel, builder.build().unwrap_or_else(|_| Gitignore::empty())))
+        })
+        .collect();
+    matchers.sort_by_key(|(dir, _)| {
+        std::cmp::Reverse(dir.matches('/').count() + usize::from(!dir.is_empty()))
+    });
+    Gitignores { matchers }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //!   [`MirrorOptions::delete_grace`] before it reaches the room); a save by temporary file +
 //!   rename arrives as a change of the target file.
 //! - **Skipped**, with a [`SkipReason`] listed by [`Mirror::skipped`]: `.git`, `node_modules`
-//!   and `.spike` folders, what the folder's root `.gitignore` ignores, symlinks, binary files
+//!   and `.spike` folders, what the folder's `.gitignore` files ignore (each under its own folder, as git reads them), symlinks, binary files
 //!   and files over [`MirrorOptions::max_file_bytes`].
 //! - **Refused**: a room path that is not a clean relative path (`..`, absolute, backslash), that
 //!   points into `.git`, or whose parent folder on disk is a symlink is never written.

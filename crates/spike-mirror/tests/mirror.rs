@@ -388,6 +388,72 @@ async fn large_binary_and_ignored_files_are_skipped_with_a_reason() -> TestResul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_gitignores_apply_under_their_own_folder() -> TestResult {
+    let rig = Rig::start().await;
+    let peer = rig.peer("nested-ignores").await;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    std::fs::write(root.join(".gitignore"), "*.log\n")?;
+    std::fs::create_dir_all(root.join("sub/deep"))?;
+    // Anchored to `sub/`, a glob for `sub/` and below, and a re-include of what the root ignores.
+    std::fs::write(root.join("sub/.gitignore"), "/local.ts\n*.tmp\n!keep.log\n")?;
+    for (path, text) in [
+        ("local.ts", "root, not ignored"),
+        ("a.tmp", "root, not ignored"),
+        ("root.log", "ignored by the root"),
+        ("sub/local.ts", "ignored by sub"),
+        ("sub/deep/local.ts", "not anchored there"),
+        ("sub/deep/x.tmp", "ignored by sub"),
+        ("sub/keep.log", "re-included by sub"),
+        ("sub/other.log", "ignored by the root"),
+        ("sub/main.ts", "kept"),
+    ] {
+        std::fs::write(root.join(path), text)?;
+    }
+    let (mirror, _) = rig.mirror("nested-ignores", root).await;
+    peer.wait_doc(T, "sub/main.ts", |d| d.read("sub/main.ts").is_some())
+        .await?;
+    assert_eq!(
+        peer.files().into_keys().collect::<Vec<_>>(),
+        [
+            ".gitignore",
+            "a.tmp",
+            "local.ts",
+            "sub/.gitignore",
+            "sub/deep/local.ts",
+            "sub/keep.log",
+            "sub/main.ts"
+        ]
+    );
+    let skipped = mirror.skipped();
+    for path in [
+        "root.log",
+        "sub/local.ts",
+        "sub/deep/x.tmp",
+        "sub/other.log",
+    ] {
+        assert_eq!(
+            skipped.get(path),
+            Some(&SkipReason::Ignored),
+            "{path}: {skipped:?}"
+        );
+    }
+    // A nested .gitignore edited while watching takes effect: sub/main.ts is now ignored, so a
+    // later change to it stays on disk.
+    std::fs::write(
+        root.join("sub/.gitignore"),
+        "/local.ts\n*.tmp\n!keep.log\nmain.ts\n",
+    )?;
+    wait("sub/main.ts ignored", || {
+        mirror.skipped().get("sub/main.ts") == Some(&SkipReason::Ignored)
+    })
+    .await;
+    mirror.stop().await;
+    peer.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_leaving_the_folder_are_refused() -> TestResult {
     let rig = Rig::start().await;
     let peer = rig.peer("escape").await;
