@@ -15,6 +15,12 @@
 //!   ([`IMPORT_MAP`]) to React, vendored into the app's build, so a first preview works offline.
 //!   A missing file, a transpile error, or a package the import map does not provide is served
 //!   as a module that throws a message saying so, which the overlay shows.
+//! - **npm packages** ([`npm`], on when the host gives [`Preview::set_npm`] a fetcher): other
+//!   bare imports map to `/__spike/npm/<specifier>`, answered with an ESM CDN's module (esm.sh by
+//!   default, React left to the page's own), and the CDN modules' own imports come back through
+//!   the preview too. A package that cannot be fetched makes the entry throw a message naming
+//!   the package and why, so the overlay says so. The page is reloaded (not re-rendered) when
+//!   the project starts importing a package its import map lacks ([`Preview::needs_reload`]).
 //! - **Error locations** ([`Preview::locate`]): a position in a served module, as a stack trace
 //!   prints it, maps back to the project file's line and column through the module's source map.
 //! - **The CSP** ([`csp`]): every response carries a strict `Content-Security-Policy`: scripts
@@ -49,12 +55,14 @@
 //! assert!(String::from_utf8_lossy(&response.body).starts_with("export const n = 1;"));
 //! ```
 
+pub mod npm;
 mod page;
 mod preview;
 mod resolve;
 mod source;
 
-pub use page::{csp, errors_script, render_script, SCHEME};
+pub use npm::{NpmFetcher, NpmModule};
+pub use page::{csp, errors_script, reload_script, render_script, SCHEME};
 pub use preview::{
     Module, ModuleResult, Preview, PreviewReport, PreviewRequest, PreviewResponse, SourceLocation,
     MAX_REPORT_BYTES,

@@ -29,7 +29,13 @@ pub fn csp(nonce: &str) -> String {
     )
 }
 
-/// JavaScript for the host to evaluate in the preview: render `generation`.
+/// JavaScript for the host to evaluate in the preview: load the page again (its import map
+/// changes only that way).
+pub fn reload_script() -> &'static str {
+    "location.reload();"
+}
+
+/// JavaScript for the host to evaluate in the preview: render generation `generation`.
 pub fn render_script(generation: u64) -> String {
     format!("window.__spike && window.__spike.render({generation});")
 }
@@ -41,13 +47,25 @@ pub fn errors_script(diagnostics: &[Diagnostic]) -> String {
     format!("window.__spike && window.__spike.showErrors({list});")
 }
 
-/// The HTML shell of the page: `entry` and `generation` for the runtime, the import map under
-/// `nonce`.
-pub(crate) fn page(entry: &str, generation: u64, title: &str, nonce: &str) -> String {
-    let imports: serde_json::Map<String, serde_json::Value> = IMPORT_MAP
+/// The HTML shell of the page: `entry` and `generation` for the runtime, the import map (with
+/// the npm `packages`) under `nonce`.
+pub(crate) fn page(
+    entry: &str,
+    generation: u64,
+    title: &str,
+    nonce: &str,
+    packages: &std::collections::BTreeSet<String>,
+) -> String {
+    let mut imports: serde_json::Map<String, serde_json::Value> = IMPORT_MAP
         .iter()
         .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
         .collect();
+    // npm packages: the package and its subpaths, through the preview's npm route.
+    for package in packages {
+        let to = format!("{}{package}", crate::npm::NPM_PREFIX);
+        imports.insert(package.clone(), to.clone().into());
+        imports.insert(format!("{package}/"), format!("{to}/").into());
+    }
     let map = serde_json::json!({ "imports": imports });
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -131,13 +149,35 @@ mod tests {
 
     #[test]
     fn the_page_escapes_the_title_and_entry() {
-        let html = page("a\"b.tsx", 7, "<Tom & Jerry>", "n0");
+        let html = page("a\"b.tsx", 7, "<Tom & Jerry>", "n0", &Default::default());
         assert!(
             html.contains("<title>&lt;Tom &amp; Jerry&gt;</title>"),
             "{html}"
         );
         assert!(html.contains("<meta name=\"spike-entry\" content=\"a&quot;b.tsx\">"));
         assert!(html.contains("<meta name=\"spike-generation\" content=\"7\">"));
+    }
+
+    #[test]
+    fn npm_packages_and_their_subpaths_are_in_the_import_map() {
+        let packages = ["@scope/pkg".to_owned(), "canvas-confetti".to_owned()].into();
+        let html = page("main.tsx", 1, "t", "n0", &packages);
+        let map = html
+            .split("<script type=\"importmap\" nonce=\"n0\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</script>").next())
+            .unwrap_or_default();
+        let map: serde_json::Value = serde_json::from_str(map).unwrap_or_default();
+        assert_eq!(
+            map["imports"]["canvas-confetti"],
+            "/__spike/npm/canvas-confetti"
+        );
+        assert_eq!(
+            map["imports"]["canvas-confetti/"],
+            "/__spike/npm/canvas-confetti/"
+        );
+        assert_eq!(map["imports"]["@scope/pkg/"], "/__spike/npm/@scope/pkg/");
+        assert_eq!(map["imports"]["react"], "/vendor/react.js");
     }
 
     #[test]

@@ -5,13 +5,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use spike_transpile::{
     Diagnostic, Import, ImportKind, ImportStatement, SourceKind, SourceMapMode, TranspileOptions,
 };
 
+use crate::npm::{self, NpmFetcher, NPM_PREFIX};
 use crate::page::{self, csp, nonce, PREVIEW_CSS, REACT_DOM_CLIENT_JS, RUNTIME_JS};
 use crate::resolve::{is_mapped, join, module_path, package_name, resolve};
 use crate::ModuleSource;
@@ -120,6 +121,10 @@ struct Cached {
 pub struct Preview {
     generation: AtomicU64,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Where npm packages come from; `None`: only the import map's packages exist.
+    npm: RwLock<Option<Arc<dyn NpmFetcher>>>,
+    /// The npm packages the page's import map was built with.
+    page_packages: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Preview {
@@ -134,6 +139,8 @@ impl Preview {
         Self {
             generation: AtomicU64::new(1),
             cache: Mutex::new(HashMap::new()),
+            npm: RwLock::new(None),
+            page_packages: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -246,7 +253,19 @@ impl Preview {
         match path {
             "/" | "/index.html" => {
                 let title = source.title().unwrap_or_else(|| "Preview".into());
-                let html = page::page(&source.entry(), self.generation(), &title, &nonce);
+                let packages = if self.npm().is_some() {
+                    self.packages(source)
+                } else {
+                    BTreeSet::new()
+                };
+                let html = page::page(
+                    &source.entry(),
+                    self.generation(),
+                    &title,
+                    &nonce,
+                    &packages,
+                );
+                *lock(&self.page_packages) = packages;
                 ok("text/html; charset=utf-8", html.into_bytes())
             }
             "/__spike/runtime.js" => ok(JS, RUNTIME_JS.as_bytes().to_vec()),
@@ -272,8 +291,15 @@ impl Preview {
                     ),
                 }
             }
+            _ if path.starts_with(NPM_PREFIX) => {
+                let specifier = &path[NPM_PREFIX.len()..];
+                ok(JS, self.npm_module(source, specifier))
+            }
             _ => match module_path(path) {
                 Some(request_path) => ok(JS, self.module_code(source, request_path).into_bytes()),
+                None if npm::is_cdn_path(path) && self.npm().is_some() => {
+                    ok(JS, self.cdn_module(path))
+                }
                 None => fail(404, format!("no such resource {path}")),
             },
         }
@@ -305,19 +331,14 @@ impl Preview {
             };
         }
         if resolve(source, &source.entry()).as_deref() == Some(path.as_str()) {
-            if let Some((file, package)) = self.missing_package(source, request_path) {
-                // The page would fail to resolve the specifier before running anything, with a
-                // message that differs per engine; say what is wrong instead. Only the entry is
-                // replaced (the runtime imports it dynamically, by no name): an empty stand-in
-                // for a module deeper in the graph would break its importers' named imports.
-                // A string, not an Error: no stack, so the overlay shows no made-up position.
-                return format!(
-                    "throw {};\n",
-                    json(&format!(
-                        "The package \"{package}\" is not available in the preview yet: only \
-                         react and react-dom are bundled with Spike (imported by {file})."
-                    ))
-                );
+            if let Some(message) = self.unavailable_package(source, request_path) {
+                // The page would fail to resolve or link the package before running anything,
+                // with a message that differs per engine; say what is wrong instead. Only the
+                // entry is replaced (the runtime imports it dynamically, by no name): an empty
+                // stand-in for a module deeper in the graph would break its importers' named
+                // imports. A string, not an Error: no stack, so the overlay shows no made-up
+                // position.
+                return format!("throw {};\n", json(&message));
             }
         }
         match self.module(source, &path).as_deref() {
@@ -330,10 +351,42 @@ impl Preview {
         }
     }
 
-    /// The first package that the static import graph of the module request `entry` imports and
-    /// the import map does not provide, with the file importing it, walking the graph the way
-    /// the page will load it.
-    fn missing_package(&self, source: &dyn ModuleSource, entry: &str) -> Option<(String, String)> {
+    /// Why the page cannot load the packages the static import graph of the module request
+    /// `entry` imports, if it cannot: a package the import map does not provide when npm is off,
+    /// else the first one that cannot be fetched (which also warms the host's cache with every
+    /// package the graph imports directly). `None` when they all load.
+    fn unavailable_package(&self, source: &dyn ModuleSource, entry: &str) -> Option<String> {
+        let npm = self.npm();
+        for (file, specifier) in self.bare_imports(source, entry) {
+            let package = package_name(&specifier);
+            let Some(npm) = &npm else {
+                return Some(format!(
+                    "The package \"{package}\" is not available in the preview yet: only \
+                     react and react-dom are bundled with Spike (imported by {file})."
+                ));
+            };
+            if !npm::is_npm_specifier(&specifier) {
+                return Some(format!(
+                    "\"{specifier}\" is not an npm package name (imported by {file})."
+                ));
+            }
+            let version = source.package_version(package);
+            let url = npm::bare_url(npm.cdn(), &specifier, version.as_deref());
+            if let Err(reason) = npm.fetch(&url) {
+                return Some(format!(
+                    "The package \"{package}\" could not be loaded from {}: {reason} (imported by {file}).",
+                    npm.cdn()
+                ));
+            }
+        }
+        None
+    }
+
+    /// The bare imports the import map does not provide in the static import graph of the
+    /// module request `entry`, with the file importing each, walking the graph the way the page
+    /// will load it.
+    fn bare_imports(&self, source: &dyn ModuleSource, entry: &str) -> Vec<(String, String)> {
+        let mut found = Vec::new();
         let mut seen = BTreeSet::from([entry.to_owned()]);
         let mut queue = vec![entry.to_owned()];
         while let Some(request_path) = queue.pop() {
@@ -353,8 +406,11 @@ impl Preview {
                 .filter(|i| i.statement != ImportStatement::Dynamic);
             for import in imports {
                 match import.kind {
-                    ImportKind::Bare if !is_mapped(&import.specifier) => {
-                        return Some((file, package_name(&import.specifier).to_owned()));
+                    ImportKind::Bare
+                        if !is_mapped(&import.specifier)
+                            && seen.insert(format!("bare:{}", import.specifier)) =>
+                    {
+                        found.push((file.clone(), import.specifier.clone()));
                     }
                     ImportKind::Relative => {
                         if let Some(next) = join(&request_path, &import.specifier) {
@@ -367,7 +423,99 @@ impl Preview {
                 }
             }
         }
-        None
+        found
+    }
+
+    /// Sets where npm packages come from (`None`: nowhere; only the import map's packages load).
+    /// The page picks it up at its next load.
+    pub fn set_npm(&self, npm: Option<Arc<dyn NpmFetcher>>) {
+        *self
+            .npm
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = npm;
+    }
+
+    fn npm(&self) -> Option<Arc<dyn NpmFetcher>> {
+        self.npm
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The npm packages the project's modules import (bare imports the import map does not
+    /// provide, by package name), which the page's import map maps to `/__spike/npm/`.
+    pub fn packages(&self, source: &dyn ModuleSource) -> BTreeSet<String> {
+        let mut packages = BTreeSet::new();
+        for path in source.paths() {
+            if let Some(module) = self.module(source, &path) {
+                if let Ok(module) = module.as_ref() {
+                    for import in &module.imports {
+                        if import.kind == ImportKind::Bare
+                            && !is_mapped(&import.specifier)
+                            && npm::is_npm_specifier(&import.specifier)
+                        {
+                            packages.insert(package_name(&import.specifier).to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        packages
+    }
+
+    /// Whether the page must be loaded again rather than re-rendered: npm is on and the project
+    /// now imports packages the page's import map does not map (import maps are fixed once a
+    /// page has loaded a module).
+    pub fn needs_reload(&self, source: &dyn ModuleSource) -> bool {
+        self.npm().is_some() && self.packages(source) != *lock(&self.page_packages)
+    }
+
+    /// The module served for the bare import `specifier` (`/__spike/npm/<specifier>`): the CDN's
+    /// module, or one that throws why it cannot be had.
+    fn npm_module(&self, source: &dyn ModuleSource, specifier: &str) -> Vec<u8> {
+        let Some(npm) = self.npm() else {
+            return throwing_module("npm packages are off in this preview").into_bytes();
+        };
+        if !npm::is_npm_specifier(specifier) {
+            return throwing_module(&format!("{specifier:?} is not an npm package name"))
+                .into_bytes();
+        }
+        let package = package_name(specifier);
+        let url = npm::bare_url(
+            npm.cdn(),
+            specifier,
+            source.package_version(package).as_deref(),
+        );
+        self.fetched(npm.as_ref(), &url, package)
+    }
+
+    /// The module a CDN module imports by the absolute path `path`.
+    fn cdn_module(&self, path: &str) -> Vec<u8> {
+        let Some(npm) = self.npm() else {
+            return throwing_module("npm packages are off in this preview").into_bytes();
+        };
+        let url = format!("{}{path}", npm.cdn());
+        let package = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or(path);
+        self.fetched(npm.as_ref(), &url, package)
+    }
+
+    fn fetched(&self, npm: &dyn NpmFetcher, url: &str, package: &str) -> Vec<u8> {
+        match npm.fetch(url) {
+            Ok(module) => {
+                if let Some(reason) = &module.stale {
+                    tracing::info!(url, reason, "serving a cached npm module past its expiry");
+                }
+                npm::rewrite_cdn_urls(&module.body, npm.cdn())
+            }
+            Err(reason) => throwing_module(&format!(
+                "The package \"{package}\" could not be loaded from {url}: {reason}"
+            ))
+            .into_bytes(),
+        }
     }
 
     /// Maps a position in a served module (`/g3/App:20:27`: the module URL path, then the 1-based

@@ -53,11 +53,7 @@ pub(crate) fn is_mapped(specifier: &str) -> bool {
 /// The package a bare specifier names: `lodash/debounce` → `lodash`,
 /// `@scope/pkg/sub` → `@scope/pkg`.
 pub(crate) fn package_name(specifier: &str) -> &str {
-    let parts = if specifier.starts_with('@') { 2 } else { 1 };
-    match specifier.match_indices('/').nth(parts - 1) {
-        Some((i, _)) => &specifier[..i],
-        None => specifier,
-    }
+    crate::npm::split_specifier(specifier).0
 }
 
 /// The module request a relative `specifier` makes from the module requested as `from`, the way

@@ -19,4 +19,11 @@ pub trait ModuleSource {
     fn title(&self) -> Option<String> {
         None
     }
+
+    /// The version `package` is pinned to (`1.9.3`, `^2`), or `None` (the default) to let the
+    /// CDN choose. A room keeps its pins in `meta.packages`, a JSON object of package → version.
+    fn package_version(&self, package: &str) -> Option<String> {
+        let _ = package;
+        None
+    }
 }

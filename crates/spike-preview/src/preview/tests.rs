@@ -539,3 +539,97 @@ fn reports_from_the_page_are_parsed_and_bounded() {
     assert_eq!(put.status, 405);
     assert_eq!(lock(&got).len(), 4);
 }
+
+/// The host's side of npm for these tests: what a CDN at `https://cdn.test` serves, by URL;
+/// every other URL fails as an offline fetch does. Records the URLs asked for.
+#[derive(Debug, Default)]
+struct Cdn {
+    modules: BTreeMap<String, String>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl NpmFetcher for Cdn {
+    fn cdn(&self) -> &str {
+        "https://cdn.test"
+    }
+
+    fn fetch(&self, url: &str) -> Result<crate::NpmModule, String> {
+        lock(&self.asked).push(url.to_owned());
+        match self.modules.get(url) {
+            Some(body) => Ok(crate::NpmModule {
+                body: body.clone().into_bytes(),
+                stale: None,
+            }),
+            None => Err("offline, and not in the cache".into()),
+        }
+    }
+}
+
+#[test]
+fn npm_packages_come_from_the_cdn_and_a_missing_one_is_named() {
+    let mut p = project();
+    p.set(
+        "lib/format.ts",
+        "import confetti from \"canvas-confetti\";\nexport const format = (n: number) => `${n}${confetti}`;\n",
+    );
+    let cdn = Arc::new(Cdn {
+        modules: [
+            (
+                "https://cdn.test/canvas-confetti?external=react,react-dom",
+                "export { default } from \"https://cdn.test/canvas-confetti@1.9.3/es2022/confetti.mjs\";\n",
+            ),
+            (
+                "https://cdn.test/canvas-confetti@1.9.3/es2022/confetti.mjs",
+                "import \"./util.mjs\";\nexport default \"🎉\";\n",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        ..Cdn::default()
+    });
+    let preview = Preview::new();
+    preview.set_npm(Some(cdn.clone()));
+
+    let page = get_text(&preview, &p, "/");
+    assert!(
+        page.contains(r#""canvas-confetti":"/__spike/npm/canvas-confetti""#),
+        "{page}"
+    );
+    assert!(!preview.needs_reload(&p));
+    // The entry runs (the package is fetched, warming the cache, before the page needs it).
+    let main = get_text(&preview, &p, "/g2/main.tsx");
+    assert!(!main.starts_with("throw"), "{main}");
+    // The bare import and the CDN's own absolute import both come through the preview.
+    assert_eq!(
+        get_text(&preview, &p, "/__spike/npm/canvas-confetti"),
+        "export { default } from \"/canvas-confetti@1.9.3/es2022/confetti.mjs\";\n"
+    );
+    assert_eq!(
+        get_text(&preview, &p, "/canvas-confetti@1.9.3/es2022/confetti.mjs"),
+        "import \"./util.mjs\";\nexport default \"🎉\";\n"
+    );
+    // A nested module the CDN cannot give throws, naming the package and the reason.
+    assert_eq!(
+        get_text(&preview, &p, "/canvas-confetti@1.9.3/es2022/util.mjs"),
+        "throw new Error(\"The package \\\"canvas-confetti@1.9.3\\\" could not be loaded from \
+         https://cdn.test/canvas-confetti@1.9.3/es2022/util.mjs: offline, and not in the cache\");\n"
+    );
+
+    // A new package: the page must reload for its import map, and the entry names it.
+    p.set(
+        "components/Counter.tsx",
+        "import pad from \"left-pad/lib\";\nexport const Counter = ({ n }: { n: number }) => <b>{pad(n)}</b>;\n",
+    );
+    assert!(preview.needs_reload(&p));
+    assert_eq!(
+        get_text(&preview, &p, "/g3/main.tsx"),
+        "throw \"The package \\\"left-pad\\\" could not be loaded from https://cdn.test: offline, \
+         and not in the cache (imported by components/Counter.tsx).\";\n"
+    );
+    assert!(lock(&cdn.asked)
+        .iter()
+        .any(|u| u == "https://cdn.test/left-pad/lib?external=react,react-dom"));
+    // Traversal is not a package.
+    assert!(get_text(&preview, &p, "/__spike/npm/x/../../etc").starts_with("throw new Error("));
+}
