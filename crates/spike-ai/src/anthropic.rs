@@ -10,8 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{self, Context, EventParser, Step};
-use crate::{AiError, BoxFuture, ChatRequest, ChatStream, Finish, HttpOptions, Provider};
+use std::collections::BTreeMap;
+
+use crate::http::{self, Context, EventParser};
+use crate::{
+    AiError, BoxFuture, ChatRequest, ChatStream, Chunk, Finish, HttpOptions, Provider, ToolCall,
+};
 
 /// The public Anthropic API.
 pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -59,6 +63,17 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     stream: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+}
+
+/// `{"name", "description", "input_schema"}`
+/// (<https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/implement-tool-use>).
+#[derive(Serialize)]
+struct WireTool<'a> {
+    name: &'a str,
+    description: &'a str,
+    input_schema: &'a serde_json::Value,
 }
 
 impl Provider for Anthropic {
@@ -71,11 +86,7 @@ impl Provider for Anthropic {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatStream, AiError>> {
         Box::pin(async move {
-            let cx = Context {
-                name: "anthropic".to_owned(),
-                key_hint: "ANTHROPIC_API_KEY".to_owned(),
-                first_token_timeout: self.options.first_token_timeout,
-            };
+            let cx = Context::new("anthropic", "ANTHROPIC_API_KEY", &self.options);
             let body = Body {
                 model: &request.model,
                 max_tokens: request.max_tokens,
@@ -83,6 +94,15 @@ impl Provider for Anthropic {
                 messages: &request.messages,
                 temperature: request.temperature,
                 stream: true,
+                tools: request
+                    .tools
+                    .iter()
+                    .map(|t| WireTool {
+                        name: &t.name,
+                        description: &t.description,
+                        input_schema: &t.parameters,
+                    })
+                    .collect(),
             };
             let builder = self
                 .client
@@ -103,8 +123,16 @@ enum WireEvent {
     MessageStart {
         message: WireMessage,
     },
+    ContentBlockStart {
+        index: u32,
+        content_block: WireBlock,
+    },
     ContentBlockDelta {
+        index: u32,
         delta: WireDelta,
+    },
+    ContentBlockStop {
+        index: u32,
     },
     MessageDelta {
         delta: WireStop,
@@ -125,9 +153,23 @@ struct WireMessage {
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock {
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 enum WireDelta {
     TextDelta {
         text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
     },
     #[serde(other)]
     Other,
@@ -151,13 +193,26 @@ struct WireError {
     message: String,
 }
 
+/// A `tool_use` block being streamed: its input arrives as `input_json_delta` pieces of one
+/// JSON object, complete at `content_block_stop`.
+struct PartialToolUse {
+    id: String,
+    name: String,
+    input: String,
+}
+
 #[derive(Default)]
 struct EventsParser {
     finish: Finish,
+    tool_uses: BTreeMap<u32, PartialToolUse>,
 }
 
 impl EventParser for EventsParser {
-    fn event(&mut self, name: &str, event: &eventsource_stream::Event) -> Result<Step, AiError> {
+    fn event(
+        &mut self,
+        name: &str,
+        event: &eventsource_stream::Event,
+    ) -> Result<Vec<Chunk>, AiError> {
         // The `type` field in the data repeats the SSE event name; the data is authoritative.
         let parsed: WireEvent = http::json(name, &event.data)?;
         let provider = name.to_owned();
@@ -167,12 +222,59 @@ impl EventParser for EventsParser {
                     self.finish.usage.input_tokens = u.input_tokens.unwrap_or(0);
                     self.finish.usage.output_tokens = u.output_tokens.unwrap_or(0);
                 }
-                Step::Skip
+                vec![]
             }
+            WireEvent::ContentBlockStart {
+                index,
+                content_block: WireBlock::ToolUse { id, name },
+            } => {
+                self.tool_uses.insert(
+                    index,
+                    PartialToolUse {
+                        id,
+                        name,
+                        input: String::new(),
+                    },
+                );
+                vec![]
+            }
+            WireEvent::ContentBlockStart { .. } => vec![],
             WireEvent::ContentBlockDelta {
                 delta: WireDelta::TextDelta { text },
-            } if !text.is_empty() => Step::Text(text),
-            WireEvent::ContentBlockDelta { .. } => Step::Skip,
+                ..
+            } if !text.is_empty() => vec![Chunk::Text(text)],
+            WireEvent::ContentBlockDelta {
+                index,
+                delta: WireDelta::InputJsonDelta { partial_json },
+            } => {
+                let Some(tool_use) = self.tool_uses.get_mut(&index) else {
+                    return Err(AiError::Malformed {
+                        provider,
+                        detail: format!(
+                            "input_json_delta for block {index}, which is not a tool_use"
+                        ),
+                    });
+                };
+                tool_use.input.push_str(&partial_json);
+                vec![]
+            }
+            WireEvent::ContentBlockDelta { .. } => vec![],
+            WireEvent::ContentBlockStop { index } => match self.tool_uses.remove(&index) {
+                Some(tool_use) => {
+                    // A tool without parameters streams no delta at all.
+                    let arguments = if tool_use.input.trim().is_empty() {
+                        serde_json::json!({})
+                    } else {
+                        http::json(name, &tool_use.input)?
+                    };
+                    vec![Chunk::ToolCall(ToolCall {
+                        id: tool_use.id,
+                        name: tool_use.name,
+                        arguments,
+                    })]
+                }
+                None => vec![],
+            },
             WireEvent::MessageDelta { delta, usage } => {
                 self.finish.stop_reason = delta.stop_reason;
                 if let Some(u) = usage {
@@ -183,9 +285,9 @@ impl EventParser for EventsParser {
                         self.finish.usage.output_tokens = n;
                     }
                 }
-                Step::Skip
+                vec![]
             }
-            WireEvent::MessageStop => Step::Done(std::mem::take(&mut self.finish)),
+            WireEvent::MessageStop => vec![Chunk::Done(std::mem::take(&mut self.finish))],
             WireEvent::Error { error } => {
                 return Err(match error.kind.as_str() {
                     "overloaded_error" => AiError::Overloaded { provider },
@@ -204,7 +306,7 @@ impl EventParser for EventsParser {
                     },
                 })
             }
-            WireEvent::Other => Step::Skip,
+            WireEvent::Other => vec![],
         })
     }
 }

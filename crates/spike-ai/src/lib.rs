@@ -32,6 +32,8 @@
 //! ```
 
 mod anthropic;
+mod cache;
+mod edit;
 mod error;
 mod http;
 mod openai;
@@ -39,12 +41,19 @@ mod provider;
 mod router;
 
 pub use anthropic::{Anthropic, ANTHROPIC_BASE_URL, ANTHROPIC_VERSION};
+pub use cache::ResponseCache;
+pub use edit::{
+    apply_to_doc, apply_to_session, editing_tools, plan_edits, Edit, EditError, FileChange,
+    ToolRequest, CREATE_FILE, READ_FILE, REPLACE_RANGE, SEARCH_REPLACE,
+};
 pub use error::AiError;
+pub use governor::Quota;
 pub use openai::{OpenAi, OPENAI_BASE_URL};
 pub use provider::{
-    BoxFuture, ChatRequest, ChatStream, Chunk, Finish, HttpOptions, Message, Provider, Role, Usage,
+    BoxFuture, ChatRequest, ChatStream, Chunk, Finish, HttpOptions, Message, Provider, Role, Tool,
+    ToolCall, Usage,
 };
-pub use router::{RetryPolicy, Router};
+pub use router::{BreakerPolicy, RateLimits, RetryPolicy, Router};
 
 /// Hands each piece of text to `on_text` as it arrives; returns how the answer finished.
 pub async fn forward(
@@ -55,6 +64,7 @@ pub async fn forward(
     while let Some(chunk) = stream.next().await {
         match chunk? {
             Chunk::Text(t) => on_text(&t),
+            Chunk::ToolCall(_) => {}
             Chunk::Done(finish) => return Ok(finish),
         }
     }
@@ -64,7 +74,38 @@ pub async fn forward(
     ))
 }
 
-/// Collects a whole answer: its text and how it finished.
+/// A whole answer: its text, the tool calls it made (in order) and how it finished.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// All text pieces, joined.
+    pub text: String,
+    /// Every [`Chunk::ToolCall`], in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// The stop reason and usage.
+    pub finish: Finish,
+}
+
+/// Collects a whole answer, tool calls included.
+pub async fn collect_answer(mut stream: ChatStream) -> Result<Answer, AiError> {
+    use futures_util::StreamExt as _;
+    let mut answer = Answer::default();
+    while let Some(chunk) = stream.next().await {
+        match chunk? {
+            Chunk::Text(t) => answer.text.push_str(&t),
+            Chunk::ToolCall(call) => answer.tool_calls.push(call),
+            Chunk::Done(finish) => {
+                answer.finish = finish;
+                return Ok(answer);
+            }
+        }
+    }
+    Err(AiError::Config(
+        "the answer stream ended without finishing".to_owned(),
+    ))
+}
+
+/// Collects a whole answer: its text and how it finished (tool calls are dropped; see
+/// [`collect_answer`]).
 pub async fn collect(stream: ChatStream) -> Result<(String, Finish), AiError> {
     let mut text = String::new();
     let finish = forward(stream, |t| text.push_str(t)).await?;
