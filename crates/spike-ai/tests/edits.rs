@@ -62,7 +62,7 @@ fn replace_range_checks_the_lines_it_replaces() {
         old_text: "  const [n, setN] = useState(0);".to_owned(),
         new_text: "  const [n, setN] = useState(10);".to_owned(),
     };
-    apply_to_doc(&doc, &[edit.clone()]).expect("apply");
+    apply_to_doc(&doc, std::slice::from_ref(&edit)).expect("apply");
     assert_eq!(
         doc.read("App.tsx").as_deref(),
         Some(APP.replace("useState(0)", "useState(10)").as_str())
@@ -95,7 +95,8 @@ fn replace_range_checks_the_lines_it_replaces() {
 fn refused_edits_are_typed_and_a_failing_batch_applies_nothing() {
     let doc = room();
     let before = doc.read("App.tsx");
-    let cases: Vec<(Vec<Edit>, fn(&EditError) -> bool)> = vec![
+    type Expect = fn(&EditError) -> bool;
+    let cases: Vec<(Vec<Edit>, Expect)> = vec![
         (vec![search("App.tsx", "no such text", "x")], |e| {
             matches!(e, EditError::SearchNotFound { .. })
         }),
