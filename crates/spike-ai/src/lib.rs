@@ -14,8 +14,27 @@
 //! - [`OpenAi::compatible`]: any OpenAI-compatible server by base URL (Ollama, llama.cpp, LM Studio,
 //!   vLLM), key optional.
 //!
-//! Failures are one typed [`AiError`] with a message a person can act on. A [`Router`] retries a
-//! provider with exponential backoff (honouring `Retry-After`) and falls back to the next one.
+//! Failures are one typed [`AiError`] with a message a person can act on. Every provider has
+//! three deadlines ([`HttpOptions`]): connect, first token and total, each a distinct
+//! [`AiError::Timeout`] stage. Dropping a [`ChatStream`] closes the upstream connection. A 429's
+//! wait is `Retry-After`, else the providers' rate-limit reset headers (OpenAI's
+//! `x-ratelimit-reset-*` durations, Anthropic's `anthropic-ratelimit-*-reset` times).
+//!
+//! A [`Router`] puts providers in order of preference, in the seed's order: local quotas
+//! ([`RateLimits`], `governor`, per provider and per caller via [`Router::stream_for`]) →
+//! [`ResponseCache`] lookup (SQLite, keyed by a SHA-256 of provider, model, parameters and
+//! messages; only complete answers to deterministic requests, replayed as a stream) → the
+//! provider with retries ([`RetryPolicy`], `backon`) behind a circuit breaker
+//! ([`BreakerPolicy`], `failsafe`), falling back to the next provider → cache store.
+//!
+//! Tools: a [`ChatRequest`] may carry [`Tool`]s, sent in each vendor's format (OpenAI
+//! `tools`/`tool_calls`, Anthropic `tools`/`tool_use`); the calls stream back as
+//! [`Chunk::ToolCall`] once their arguments are complete ([`collect_answer`] gathers them).
+//! [`editing_tools`] are the four code-editing tools (read a file, replace a range of lines,
+//! search and replace, create a file); [`ToolRequest::from_call`] reads a call into an [`Edit`],
+//! and [`plan_edits`] / [`apply_to_doc`] / [`apply_to_session`] validate edits against a
+//! `spike_collab` room (typed [`EditError`]s: stale range, text not found or ambiguous, file
+//! exists) and apply them as minimal CRDT edits, never a whole-file overwrite.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), spike_ai::AiError> {
