@@ -59,12 +59,100 @@ struct Body<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<&'a str>,
-    messages: &'a [crate::Message],
+    messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     stream: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<WireTool<'a>>,
+}
+
+/// A turn: plain text as a string; with tool calls or results, content blocks.
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: WireContent<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Blocks(Vec<WireBlockOut<'a>>),
+}
+
+/// The content blocks we send (<https://docs.anthropic.com/en/api/messages>, `content`).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlockOut<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a serde_json::Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: &'a str,
+    },
+}
+
+/// Maps the conversation: an assistant turn's tool calls become `tool_use` blocks after its
+/// text, and consecutive [`crate::Role::Tool`] results become `tool_result` blocks of one user
+/// turn, as the API wants them answered.
+fn wire_messages(messages: &[crate::Message]) -> Vec<WireMessage<'_>> {
+    let mut out: Vec<WireMessage<'_>> = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m.role {
+            crate::Role::Tool => {
+                let block = WireBlockOut::ToolResult {
+                    tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
+                    content: &m.content,
+                };
+                match out.last_mut() {
+                    Some(WireMessage {
+                        role: "user",
+                        content: WireContent::Blocks(blocks),
+                    }) if blocks
+                        .iter()
+                        .all(|b| matches!(b, WireBlockOut::ToolResult { .. })) =>
+                    {
+                        blocks.push(block)
+                    }
+                    _ => out.push(WireMessage {
+                        role: "user",
+                        content: WireContent::Blocks(vec![block]),
+                    }),
+                }
+            }
+            crate::Role::Assistant if !m.tool_calls.is_empty() => {
+                let mut blocks = Vec::with_capacity(m.tool_calls.len() + 1);
+                if !m.content.is_empty() {
+                    blocks.push(WireBlockOut::Text { text: &m.content });
+                }
+                blocks.extend(m.tool_calls.iter().map(|c| WireBlockOut::ToolUse {
+                    id: &c.id,
+                    name: &c.name,
+                    input: &c.arguments,
+                }));
+                out.push(WireMessage {
+                    role: "assistant",
+                    content: WireContent::Blocks(blocks),
+                });
+            }
+            role => out.push(WireMessage {
+                role: if role == crate::Role::User {
+                    "user"
+                } else {
+                    "assistant"
+                },
+                content: WireContent::Text(&m.content),
+            }),
+        }
+    }
+    out
 }
 
 /// `{"name", "description", "input_schema"}`
@@ -91,7 +179,7 @@ impl Provider for Anthropic {
                 model: &request.model,
                 max_tokens: request.max_tokens,
                 system: request.system.as_deref(),
-                messages: &request.messages,
+                messages: wire_messages(&request.messages),
                 temperature: request.temperature,
                 stream: true,
                 tools: request
@@ -121,7 +209,7 @@ impl Provider for Anthropic {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireEvent {
     MessageStart {
-        message: WireMessage,
+        message: WireStart,
     },
     ContentBlockStart {
         index: u32,
@@ -147,7 +235,7 @@ enum WireEvent {
 }
 
 #[derive(Deserialize)]
-struct WireMessage {
+struct WireStart {
     usage: Option<WireUsage>,
 }
 

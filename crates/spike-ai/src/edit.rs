@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use spike_collab::{minimal_edits, CollabError, RoomDoc, Session, TextEdit};
 
-use crate::{Tool, ToolCall};
+use crate::{Message, Tool, ToolCall};
 
 /// Tool name: read a file of the room.
 pub const READ_FILE: &str = "read_file";
@@ -281,6 +281,19 @@ impl ToolRequest {
             }
         })
     }
+}
+
+/// Answers a `read_file` call from the room: a [`crate::Role::Tool`] message with the file's
+/// text, or saying there is no such file (and which files there are), for the model's next turn.
+pub fn read_result(doc: &RoomDoc, call_id: &str, path: &str) -> Message {
+    let content = match doc.read(path) {
+        Some(text) => text,
+        None => format!(
+            "There is no file {path:?} in the room. Files: {}",
+            doc.paths().join(", ")
+        ),
+    };
+    Message::tool_result(call_id, content)
 }
 
 /// What a validated batch of edits does to one file.

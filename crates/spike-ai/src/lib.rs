@@ -32,7 +32,8 @@
 //! [`Chunk::ToolCall`] once their arguments are complete ([`collect_answer`] gathers them).
 //! [`editing_tools`] are the four code-editing tools (read a file, replace a range of lines,
 //! search and replace, create a file); [`ToolRequest::from_call`] reads a call into an [`Edit`],
-//! and [`plan_edits`] / [`apply_to_doc`] / [`apply_to_session`] validate edits against a
+//! [`read_result`] answers a `read_file` call from the room as a [`Message::tool_result`] for the
+//! next turn, and [`plan_edits`] / [`apply_to_doc`] / [`apply_to_session`] validate edits against a
 //! `spike_collab` room (typed [`EditError`]s: stale range, text not found or ambiguous, file
 //! exists) and apply them as minimal CRDT edits, never a whole-file overwrite.
 //!
@@ -62,8 +63,8 @@ mod router;
 pub use anthropic::{Anthropic, ANTHROPIC_BASE_URL, ANTHROPIC_VERSION};
 pub use cache::ResponseCache;
 pub use edit::{
-    apply_to_doc, apply_to_session, editing_tools, plan_edits, Edit, EditError, FileChange,
-    ToolRequest, CREATE_FILE, READ_FILE, REPLACE_RANGE, SEARCH_REPLACE,
+    apply_to_doc, apply_to_session, editing_tools, plan_edits, read_result, Edit, EditError,
+    FileChange, ToolRequest, CREATE_FILE, READ_FILE, REPLACE_RANGE, SEARCH_REPLACE,
 };
 pub use error::AiError;
 pub use governor::Quota;

@@ -109,7 +109,28 @@ struct WireTool<'a> {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'a str,
-    content: &'a str,
+    /// `null` for an assistant turn that only called tools.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+/// An earlier tool call, replayed: `{"id", "type": "function", "function": {"name",
+/// "arguments"}}` with the arguments as a JSON string, as the model sent them.
+#[derive(Serialize)]
+struct WireCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireCallFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireCallFunction<'a> {
+    name: &'a str,
+    arguments: String,
 }
 
 #[derive(Serialize)]
@@ -122,15 +143,33 @@ fn body<'a>(request: &'a ChatRequest, include_usage: bool) -> Body<'a> {
     if let Some(system) = &request.system {
         messages.push(WireMessage {
             role: "system",
-            content: system,
+            content: Some(system),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         });
     }
-    messages.extend(request.messages.iter().map(|m| WireMessage {
-        role: match m.role {
-            crate::Role::User => "user",
-            crate::Role::Assistant => "assistant",
-        },
-        content: &m.content,
+    messages.extend(request.messages.iter().map(|m| {
+        WireMessage {
+            role: match m.role {
+                crate::Role::User => "user",
+                crate::Role::Assistant => "assistant",
+                crate::Role::Tool => "tool",
+            },
+            content: (!(m.content.is_empty() && !m.tool_calls.is_empty())).then_some(&m.content),
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| WireCall {
+                    id: &c.id,
+                    kind: "function",
+                    function: WireCallFunction {
+                        name: &c.name,
+                        arguments: c.arguments.to_string(),
+                    },
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
+        }
     }));
     Body {
         model: &request.model,

@@ -17,6 +17,9 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// The result of one of the model's tool calls, sent back to it (OpenAI: a `tool` message;
+    /// Anthropic: a `tool_result` block in a user turn).
+    Tool,
 }
 
 /// One turn of the conversation.
@@ -24,8 +27,15 @@ pub enum Role {
 pub struct Message {
     /// Who said it.
     pub role: Role,
-    /// What was said (plain text).
+    /// What was said (plain text); for [`Role::Tool`], the tool's result.
     pub content: String,
+    /// For [`Role::Assistant`]: the tool calls the model made in this turn, to be answered by
+    /// [`Role::Tool`] messages in the next.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For [`Role::Tool`]: the [`ToolCall::id`] this answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -34,6 +44,29 @@ impl Message {
         Message {
             role: Role::User,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// A model turn: its text and the tool calls it made (empty for none), as it answered.
+    pub fn assistant(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        Message {
+            role: Role::Assistant,
+            content: content.into(),
+            tool_calls,
+            tool_call_id: None,
+        }
+    }
+
+    /// The result of the tool call `call_id` (e.g. a file's text for `read_file`, or why an
+    /// edit was refused), for the model's next turn.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Message {
+            role: Role::Tool,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call_id.into()),
         }
     }
 }

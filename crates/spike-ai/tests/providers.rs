@@ -588,3 +588,127 @@ async fn anthropic_tools_are_sent_with_input_schema_and_tool_use_blocks_are_asse
     );
     assert!(tools[3].get("type").is_none() && tools[3].get("function").is_none());
 }
+
+#[tokio::test]
+async fn a_connection_that_never_completes_its_handshake_is_a_connect_timeout() {
+    // TCP is accepted but the TLS handshake never answered: the connect phase never ends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let provider = OpenAi::new(format!("https://{addr}"), "sk-test")
+        .and_then(|p| {
+            p.with_options(HttpOptions {
+                connect_timeout: Duration::from_millis(300),
+                first_token_timeout: Duration::from_secs(20),
+                ..HttpOptions::default()
+            })
+        })
+        .expect("provider");
+    let started = std::time::Instant::now();
+    let err = ask(&provider).await.expect_err("timeout");
+    assert!(
+        matches!(
+            err,
+            AiError::Timeout {
+                stage: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.abort();
+}
+
+/// A tool round: the model read a file, the caller answers it; then the next request.
+fn tool_round() -> spike_ai::ChatRequest {
+    let mut req = request();
+    let doc = spike_collab::RoomDoc::new();
+    doc.create_file("App.tsx", "export {};\n").expect("create");
+    let calls = vec![
+        spike_ai::ToolCall {
+            id: "call_1".to_owned(),
+            name: "read_file".to_owned(),
+            arguments: json!({"path": "App.tsx"}),
+        },
+        spike_ai::ToolCall {
+            id: "call_2".to_owned(),
+            name: "read_file".to_owned(),
+            arguments: json!({"path": "Nope.tsx"}),
+        },
+    ];
+    req.messages
+        .push(spike_ai::Message::assistant("Let me look.", calls));
+    req.messages
+        .push(spike_ai::read_result(&doc, "call_1", "App.tsx"));
+    req.messages
+        .push(spike_ai::read_result(&doc, "call_2", "Nope.tsx"));
+    req
+}
+
+#[tokio::test]
+async fn openai_tool_results_go_back_as_tool_messages_after_the_assistant_calls() {
+    let server = Server::start(vec![common::openai_text("done")]).await;
+    let provider = OpenAi::new(server.base(), "sk-test").expect("provider");
+    let req = tool_round();
+    collect(
+        spike_ai::Provider::stream(&provider, &req)
+            .await
+            .expect("stream"),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(
+        server.requests()[0].body["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Say hello"},
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "read_file", "arguments": "{\"path\":\"App.tsx\"}"}},
+                {"id": "call_2", "type": "function",
+                 "function": {"name": "read_file", "arguments": "{\"path\":\"Nope.tsx\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "export {};\n"},
+            {"role": "tool", "tool_call_id": "call_2",
+             "content": "There is no file \"Nope.tsx\" in the room. Files: App.tsx"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn anthropic_tool_results_go_back_as_tool_result_blocks_of_one_user_turn() {
+    let server = Server::start(vec![Reply::sse(ANTHROPIC_AWKWARD)]).await;
+    let provider = Anthropic::new(server.base(), "ak-test").expect("provider");
+    let req = tool_round();
+    collect(
+        spike_ai::Provider::stream(&provider, &req)
+            .await
+            .expect("stream"),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(
+        server.requests()[0].body["messages"],
+        json!([
+            {"role": "user", "content": "Say hello"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "call_1", "name": "read_file", "input": {"path": "App.tsx"}},
+                {"type": "tool_use", "id": "call_2", "name": "read_file", "input": {"path": "Nope.tsx"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "export {};\n"},
+                {"type": "tool_result", "tool_use_id": "call_2",
+                 "content": "There is no file \"Nope.tsx\" in the room. Files: App.tsx"}
+            ]}
+        ])
+    );
+}
