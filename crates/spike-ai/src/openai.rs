@@ -155,7 +155,7 @@ fn body<'a>(request: &'a ChatRequest, include_usage: bool) -> Body<'a> {
                 crate::Role::Assistant => "assistant",
                 crate::Role::Tool => "tool",
             },
-            content: (!(m.content.is_empty() && !m.tool_calls.is_empty())).then_some(&m.content),
+            content: (!m.content.is_empty() || m.tool_calls.is_empty()).then_some(&m.content),
             tool_calls: m
                 .tool_calls
                 .iter()
