@@ -31,11 +31,15 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
     );",
 )];
 
-/// Complete answers stored by request hash; see the module docs. Cheap to share (`Arc`).
+/// Answers kept unless told otherwise ([`ResponseCache::with_max_entries`]).
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+/// Complete answers stored by request hash; see the module docs. Share it with an `Arc`.
 #[derive(Debug)]
 pub struct ResponseCache {
     path: PathBuf,
     conn: Mutex<Connection>,
+    max_entries: usize,
 }
 
 #[derive(Serialize)]
@@ -73,7 +77,15 @@ impl ResponseCache {
         Ok(ResponseCache {
             path,
             conn: Mutex::new(conn),
+            max_entries: DEFAULT_MAX_ENTRIES,
         })
+    }
+
+    /// Keeps at most `n` answers (at least 1): each store drops the least recently stored
+    /// beyond that.
+    pub fn with_max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n.max(1);
+        self
     }
 
     /// The file this cache lives in.
@@ -137,11 +149,21 @@ impl ResponseCache {
         let Ok(conn) = self.conn.lock() else {
             return;
         };
-        if let Err(e) = conn.execute(
-            "INSERT OR REPLACE INTO ai_responses (key, provider, model, chunks, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![key, provider, model, json, now],
-        ) {
+        // REPLACE deletes and reinserts, so the rowid orders entries by their last store.
+        let stored = conn
+            .execute(
+                "INSERT OR REPLACE INTO ai_responses (key, provider, model, chunks, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, provider, model, json, now],
+            )
+            .and_then(|_| {
+                conn.execute(
+                    "DELETE FROM ai_responses WHERE rowid <=
+                     (SELECT rowid FROM ai_responses ORDER BY rowid DESC LIMIT 1 OFFSET ?1)",
+                    params![i64::try_from(self.max_entries).unwrap_or(i64::MAX)],
+                )
+            });
+        if let Err(e) = stored {
             tracing::warn!(key, error = %e, "AI cache write failed");
         }
     }

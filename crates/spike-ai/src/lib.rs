@@ -61,7 +61,7 @@ mod provider;
 mod router;
 
 pub use anthropic::{Anthropic, ANTHROPIC_BASE_URL, ANTHROPIC_VERSION};
-pub use cache::ResponseCache;
+pub use cache::{ResponseCache, DEFAULT_MAX_ENTRIES};
 pub use edit::{
     apply_to_doc, apply_to_session, editing_tools, plan_edits, read_result, Edit, EditError,
     FileChange, ToolRequest, CREATE_FILE, READ_FILE, REPLACE_RANGE, SEARCH_REPLACE,

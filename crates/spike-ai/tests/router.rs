@@ -345,3 +345,25 @@ async fn dropping_a_router_stream_closes_the_upstream_connection() {
     );
     assert!(cache.is_empty(), "a cancelled answer is not cached");
 }
+
+#[test]
+fn the_cache_keeps_at_most_max_entries_dropping_the_oldest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = ResponseCache::open(dir.path().join("c.sqlite"))
+        .expect("cache")
+        .with_max_entries(2);
+    let answer = |t: &str| {
+        vec![
+            Chunk::Text(t.to_owned()),
+            Chunk::Done(spike_ai::Finish::default()),
+        ]
+    };
+    cache.put("a", "openai", "m", &answer("a"));
+    cache.put("b", "openai", "m", &answer("b"));
+    cache.put("a", "openai", "m", &answer("a2"));
+    cache.put("c", "openai", "m", &answer("c"));
+    assert_eq!(cache.len(), 2);
+    assert_eq!(cache.get("b"), None, "the least recently stored went first");
+    assert_eq!(cache.get("a"), Some(answer("a2")));
+    assert_eq!(cache.get("c"), Some(answer("c")));
+}
