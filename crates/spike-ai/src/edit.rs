@@ -386,7 +386,11 @@ fn apply_one(text: &str, edit: &Edit) -> Result<String, EditError> {
             let (from, to) = (starts[first - 1], starts[last]);
             let current = &text[from..to];
             let ends_with_break = current.ends_with('\n');
-            let trim = |s: &str| s.strip_suffix('\n').unwrap_or(s).to_owned();
+            // One final line break (LF or CRLF) is optional on both sides.
+            let trim = |s: &str| {
+                let s = s.strip_suffix('\n').unwrap_or(s);
+                s.strip_suffix('\r').unwrap_or(s).to_owned()
+            };
             if trim(current) != trim(old_text) {
                 return Err(stale(format!(
                     "they now read {:?}",
@@ -395,7 +399,12 @@ fn apply_one(text: &str, edit: &Edit) -> Result<String, EditError> {
             }
             let mut replacement = new_text.clone();
             if ends_with_break && !replacement.is_empty() && !replacement.ends_with('\n') {
-                replacement.push('\n');
+                // Keep the file's line ending style.
+                replacement.push_str(if current.ends_with("\r\n") {
+                    "\r\n"
+                } else {
+                    "\n"
+                });
             }
             Ok(format!("{}{}{}", &text[..from], replacement, &text[to..]))
         }

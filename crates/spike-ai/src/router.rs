@@ -11,7 +11,7 @@ use failsafe::{backoff, StateMachine};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::{AiError, BoxFuture, ChatRequest, ChatStream, Provider, ResponseCache};
+use crate::{AiError, BoxFuture, ChatRequest, ChatStream, Chunk, Provider, ResponseCache};
 
 /// When and how long to retry one provider before falling back.
 #[derive(Debug, Clone)]
@@ -61,7 +61,8 @@ impl RateLimits {
 /// When a provider's circuit breaker (from `failsafe`) opens and for how long.
 #[derive(Debug, Clone)]
 pub struct BreakerPolicy {
-    /// Consecutive failed attempts (network, timeout, 429, 5xx, 529) that open the breaker.
+    /// Consecutive failures that open the breaker: attempts refused for a retryable reason
+    /// (network, timeout, 429, 5xx, 529) and accepted answers that broke off before `Done`.
     pub failures: u32,
     /// How long it stays open; then one call is let through (half-open), and its success closes
     /// the breaker while its failure opens it again.
@@ -254,25 +255,27 @@ impl Router {
         Err(last)
     }
 
-    /// One provider call through its breaker: an open breaker refuses without calling; a
-    /// retryable failure counts against it, a success closes it. A 4xx is the request's fault,
-    /// not the provider's, and counts as neither.
+    /// One provider call through its breaker: an open breaker refuses without calling. A
+    /// retryable refusal (network, timeout, 429, 5xx, 529) counts as a failure at once; an
+    /// accepted answer counts when it ends: a success at `Done`, a failure when it breaks off
+    /// (cut, timed out, provider error), nothing when the caller drops it. A 4xx is the request's
+    /// fault, not the provider's, and counts as neither.
     async fn call(&self, route: &Route, request: &ChatRequest) -> Result<ChatStream, AiError> {
         if !route.breaker.is_call_permitted() {
             return Err(AiError::CircuitOpen {
                 provider: route.provider.name().to_owned(),
             });
         }
-        let result = route.provider.stream(request).await;
-        match &result {
-            Ok(_) => route.breaker.on_success(),
-            Err(e) if e.is_retryable() => {
-                route.breaker.on_error();
-                metrics::counter!("spike_ai_provider_failures_total").increment(1);
+        match route.provider.stream(request).await {
+            Ok(stream) => Ok(breaker_accounted(stream, route.breaker.clone())),
+            Err(e) => {
+                if e.is_retryable() {
+                    route.breaker.on_error();
+                    metrics::counter!("spike_ai_provider_failures_total").increment(1);
+                }
+                Err(e)
             }
-            Err(_) => {}
         }
-        result
     }
 
     async fn attempt(&self, route: &Route, request: &ChatRequest) -> Result<ChatStream, AiError> {
@@ -296,6 +299,20 @@ impl Router {
             })
             .await
     }
+}
+
+/// Reports how an accepted answer ended to the provider's breaker (see [`Router::call`]).
+fn breaker_accounted(stream: ChatStream, breaker: Breaker) -> ChatStream {
+    use futures_util::StreamExt as _;
+    Box::pin(stream.inspect(move |item| match item {
+        Ok(Chunk::Done(_)) => breaker.on_success(),
+        Ok(_) => {}
+        Err(AiError::InvalidRequest { .. } | AiError::Unauthorized { .. }) => {}
+        Err(_) => {
+            breaker.on_error();
+            metrics::counter!("spike_ai_provider_failures_total").increment(1);
+        }
+    }))
 }
 
 impl Provider for Router {

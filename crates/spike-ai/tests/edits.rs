@@ -288,3 +288,22 @@ async fn an_applied_ai_edit_arrives_in_a_second_clients_copy_of_the_room() {
     peer.close().await;
     let _ = stop.send(());
 }
+
+#[test]
+fn replace_range_keeps_crlf_line_endings() {
+    let doc = RoomDoc::new();
+    doc.create_file("win.ts", "let a = 1;\r\nlet b = 2;\r\n")
+        .expect("create");
+    let edit = Edit::ReplaceRange {
+        path: "win.ts".to_owned(),
+        start_line: 1,
+        end_line: 1,
+        old_text: "let a = 1;".to_owned(),
+        new_text: "let a = 10;".to_owned(),
+    };
+    apply_to_doc(&doc, &[edit]).expect("apply");
+    assert_eq!(
+        doc.read("win.ts").as_deref(),
+        Some("let a = 10;\r\nlet b = 2;\r\n")
+    );
+}

@@ -367,3 +367,25 @@ fn the_cache_keeps_at_most_max_entries_dropping_the_oldest() {
     assert_eq!(cache.get("a"), Some(answer("a2")));
     assert_eq!(cache.get("c"), Some(answer("c")));
 }
+
+#[tokio::test]
+async fn answers_that_break_off_count_against_the_breaker_too() {
+    let cut = || Reply::sse(&[b"data: {\"choices\":[{\"delta\":{\"content\":\"half\"}}]}\n\n"]);
+    let flaky = Server::start(vec![cut(), cut()]).await;
+    let steady = Server::start(vec![openai_text("steady")]).await;
+    let router = Router::new()
+        .route(openai(&flaky), None)
+        .route(openai(&steady), None)
+        .retry_policy(fast_policy(0))
+        .breaker_policy(BreakerPolicy {
+            failures: 2,
+            open_for: Duration::from_secs(60),
+        });
+    let req = request();
+    for _ in 0..2 {
+        let err = text_of(&router, &req).await.expect_err("cut");
+        assert!(matches!(err, AiError::StreamCut { .. }), "{err:?}");
+    }
+    assert_eq!(text_of(&router, &req).await.expect("fallback"), "steady");
+    assert_eq!(flaky.requests().len(), 2, "the open breaker skipped it");
+}
