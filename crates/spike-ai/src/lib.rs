@@ -1,7 +1,7 @@
 //! `spike-ai`: chat models for Spike, streamed.
 //!
-//! A [`Provider`] sends a [`ChatRequest`] and returns a [`ChatStream`]: text deltas in order, then
-//! one [`Chunk::Done`] with the stop reason and token [`Usage`]. Three wire formats, spoken over
+//! A [`Provider`] sends a [`ChatRequest`] and returns a [`ChatStream`]: text deltas and complete
+//! tool calls in order, then one [`Chunk::Done`] with the stop reason and token [`Usage`]. Three wire formats, spoken over
 //! reqwest (rustls on `ring`) with SSE parsed by `eventsource-stream`:
 //!
 //! - [`OpenAi::new`]: OpenAI Chat Completions, streamed
@@ -48,6 +48,32 @@
 //!         print!("{text}");
 //!     }
 //! }
+//! # Ok(()) }
+//! ```
+//!
+//! A router with two providers, quotas, a breaker and a cache, asked on behalf of a caller:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), spike_ai::AiError> {
+//! use std::{num::NonZeroU32, sync::Arc};
+//! use spike_ai::{
+//!     collect, Anthropic, BreakerPolicy, ChatRequest, OpenAi, RateLimits, ResponseCache, Router,
+//! };
+//! let router = Router::new()
+//!     .route(OpenAi::new(spike_ai::OPENAI_BASE_URL, "sk-…")?, None)
+//!     .route(
+//!         Anthropic::new(spike_ai::ANTHROPIC_BASE_URL, "sk-ant-…")?,
+//!         Some("claude-3-5-haiku-latest".to_owned()),
+//!     )
+//!     .rate_limits(RateLimits::per_minute(
+//!         NonZeroU32::new(500).unwrap_or(NonZeroU32::MIN),
+//!         NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+//!     ))
+//!     .breaker_policy(BreakerPolicy::default())
+//!     .cache(Arc::new(ResponseCache::open("ai-cache.sqlite")?));
+//! let mut request = ChatRequest::new("gpt-4o-mini", "Explain this hook");
+//! request.temperature = Some(0.0); // deterministic: cached
+//! let (text, _finish) = collect(router.stream_for("alice", &request).await?).await?;
 //! # Ok(()) }
 //! ```
 
