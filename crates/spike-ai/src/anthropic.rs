@@ -10,8 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{self, Context, EventParser, Step};
-use crate::{AiError, BoxFuture, ChatRequest, ChatStream, Finish, HttpOptions, Provider};
+use std::collections::BTreeMap;
+
+use crate::http::{self, Context, EventParser};
+use crate::{
+    AiError, BoxFuture, ChatRequest, ChatStream, Chunk, Finish, HttpOptions, Provider, ToolCall,
+};
 
 /// The public Anthropic API.
 pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -55,10 +59,109 @@ struct Body<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<&'a str>,
-    messages: &'a [crate::Message],
+    messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     stream: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+}
+
+/// A turn: plain text as a string; with tool calls or results, content blocks.
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: WireContent<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Blocks(Vec<WireBlockOut<'a>>),
+}
+
+/// The content blocks we send (<https://docs.anthropic.com/en/api/messages>, `content`).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlockOut<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a serde_json::Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: &'a str,
+    },
+}
+
+/// Maps the conversation: an assistant turn's tool calls become `tool_use` blocks after its
+/// text, and consecutive [`crate::Role::Tool`] results become `tool_result` blocks of one user
+/// turn, as the API wants them answered.
+fn wire_messages(messages: &[crate::Message]) -> Vec<WireMessage<'_>> {
+    let mut out: Vec<WireMessage<'_>> = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m.role {
+            crate::Role::Tool => {
+                let block = WireBlockOut::ToolResult {
+                    tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
+                    content: &m.content,
+                };
+                match out.last_mut() {
+                    Some(WireMessage {
+                        role: "user",
+                        content: WireContent::Blocks(blocks),
+                    }) if blocks
+                        .iter()
+                        .all(|b| matches!(b, WireBlockOut::ToolResult { .. })) =>
+                    {
+                        blocks.push(block)
+                    }
+                    _ => out.push(WireMessage {
+                        role: "user",
+                        content: WireContent::Blocks(vec![block]),
+                    }),
+                }
+            }
+            crate::Role::Assistant if !m.tool_calls.is_empty() => {
+                let mut blocks = Vec::with_capacity(m.tool_calls.len() + 1);
+                if !m.content.is_empty() {
+                    blocks.push(WireBlockOut::Text { text: &m.content });
+                }
+                blocks.extend(m.tool_calls.iter().map(|c| WireBlockOut::ToolUse {
+                    id: &c.id,
+                    name: &c.name,
+                    input: &c.arguments,
+                }));
+                out.push(WireMessage {
+                    role: "assistant",
+                    content: WireContent::Blocks(blocks),
+                });
+            }
+            role => out.push(WireMessage {
+                role: if role == crate::Role::User {
+                    "user"
+                } else {
+                    "assistant"
+                },
+                content: WireContent::Text(&m.content),
+            }),
+        }
+    }
+    out
+}
+
+/// `{"name", "description", "input_schema"}`
+/// (<https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/implement-tool-use>).
+#[derive(Serialize)]
+struct WireTool<'a> {
+    name: &'a str,
+    description: &'a str,
+    input_schema: &'a serde_json::Value,
 }
 
 impl Provider for Anthropic {
@@ -71,18 +174,23 @@ impl Provider for Anthropic {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatStream, AiError>> {
         Box::pin(async move {
-            let cx = Context {
-                name: "anthropic".to_owned(),
-                key_hint: "ANTHROPIC_API_KEY".to_owned(),
-                first_token_timeout: self.options.first_token_timeout,
-            };
+            let cx = Context::new("anthropic", "ANTHROPIC_API_KEY", &self.options);
             let body = Body {
                 model: &request.model,
                 max_tokens: request.max_tokens,
                 system: request.system.as_deref(),
-                messages: &request.messages,
+                messages: wire_messages(&request.messages),
                 temperature: request.temperature,
                 stream: true,
+                tools: request
+                    .tools
+                    .iter()
+                    .map(|t| WireTool {
+                        name: &t.name,
+                        description: &t.description,
+                        input_schema: &t.parameters,
+                    })
+                    .collect(),
             };
             let builder = self
                 .client
@@ -101,10 +209,18 @@ impl Provider for Anthropic {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireEvent {
     MessageStart {
-        message: WireMessage,
+        message: WireStart,
+    },
+    ContentBlockStart {
+        index: u32,
+        content_block: WireBlock,
     },
     ContentBlockDelta {
+        index: u32,
         delta: WireDelta,
+    },
+    ContentBlockStop {
+        index: u32,
     },
     MessageDelta {
         delta: WireStop,
@@ -119,8 +235,19 @@ enum WireEvent {
 }
 
 #[derive(Deserialize)]
-struct WireMessage {
+struct WireStart {
     usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock {
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +255,9 @@ struct WireMessage {
 enum WireDelta {
     TextDelta {
         text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
     },
     #[serde(other)]
     Other,
@@ -151,13 +281,26 @@ struct WireError {
     message: String,
 }
 
+/// A `tool_use` block being streamed: its input arrives as `input_json_delta` pieces of one
+/// JSON object, complete at `content_block_stop`.
+struct PartialToolUse {
+    id: String,
+    name: String,
+    input: String,
+}
+
 #[derive(Default)]
 struct EventsParser {
     finish: Finish,
+    tool_uses: BTreeMap<u32, PartialToolUse>,
 }
 
 impl EventParser for EventsParser {
-    fn event(&mut self, name: &str, event: &eventsource_stream::Event) -> Result<Step, AiError> {
+    fn event(
+        &mut self,
+        name: &str,
+        event: &eventsource_stream::Event,
+    ) -> Result<Vec<Chunk>, AiError> {
         // The `type` field in the data repeats the SSE event name; the data is authoritative.
         let parsed: WireEvent = http::json(name, &event.data)?;
         let provider = name.to_owned();
@@ -167,12 +310,59 @@ impl EventParser for EventsParser {
                     self.finish.usage.input_tokens = u.input_tokens.unwrap_or(0);
                     self.finish.usage.output_tokens = u.output_tokens.unwrap_or(0);
                 }
-                Step::Skip
+                vec![]
             }
+            WireEvent::ContentBlockStart {
+                index,
+                content_block: WireBlock::ToolUse { id, name },
+            } => {
+                self.tool_uses.insert(
+                    index,
+                    PartialToolUse {
+                        id,
+                        name,
+                        input: String::new(),
+                    },
+                );
+                vec![]
+            }
+            WireEvent::ContentBlockStart { .. } => vec![],
             WireEvent::ContentBlockDelta {
                 delta: WireDelta::TextDelta { text },
-            } if !text.is_empty() => Step::Text(text),
-            WireEvent::ContentBlockDelta { .. } => Step::Skip,
+                ..
+            } if !text.is_empty() => vec![Chunk::Text(text)],
+            WireEvent::ContentBlockDelta {
+                index,
+                delta: WireDelta::InputJsonDelta { partial_json },
+            } => {
+                let Some(tool_use) = self.tool_uses.get_mut(&index) else {
+                    return Err(AiError::Malformed {
+                        provider,
+                        detail: format!(
+                            "input_json_delta for block {index}, which is not a tool_use"
+                        ),
+                    });
+                };
+                tool_use.input.push_str(&partial_json);
+                vec![]
+            }
+            WireEvent::ContentBlockDelta { .. } => vec![],
+            WireEvent::ContentBlockStop { index } => match self.tool_uses.remove(&index) {
+                Some(tool_use) => {
+                    // A tool without parameters streams no delta at all.
+                    let arguments = if tool_use.input.trim().is_empty() {
+                        serde_json::json!({})
+                    } else {
+                        http::json(name, &tool_use.input)?
+                    };
+                    vec![Chunk::ToolCall(ToolCall {
+                        id: tool_use.id,
+                        name: tool_use.name,
+                        arguments,
+                    })]
+                }
+                None => vec![],
+            },
             WireEvent::MessageDelta { delta, usage } => {
                 self.finish.stop_reason = delta.stop_reason;
                 if let Some(u) = usage {
@@ -183,9 +373,9 @@ impl EventParser for EventsParser {
                         self.finish.usage.output_tokens = n;
                     }
                 }
-                Step::Skip
+                vec![]
             }
-            WireEvent::MessageStop => Step::Done(std::mem::take(&mut self.finish)),
+            WireEvent::MessageStop => vec![Chunk::Done(std::mem::take(&mut self.finish))],
             WireEvent::Error { error } => {
                 return Err(match error.kind.as_str() {
                     "overloaded_error" => AiError::Overloaded { provider },
@@ -204,7 +394,7 @@ impl EventParser for EventsParser {
                     },
                 })
             }
-            WireEvent::Other => Step::Skip,
+            WireEvent::Other => vec![],
         })
     }
 }

@@ -57,7 +57,8 @@ pub enum AiError {
     Timeout {
         /// The provider's name.
         provider: String,
-        /// What timed out: `connect`, `first token` or `request`.
+        /// What timed out: `connect` (TCP/TLS), `first token` (nothing streamed yet), `total`
+        /// (the whole answer) or `request` (HTTP 408).
         stage: &'static str,
     },
     /// The stream carried something that is not the provider's documented format.
@@ -75,6 +76,23 @@ pub enum AiError {
     StreamCut {
         /// The provider's name.
         provider: String,
+    },
+    /// The provider's circuit breaker is open after repeated failures: it is not called until
+    /// the breaker's delay has passed (see [`crate::BreakerPolicy`]).
+    #[error("{provider}: failing repeatedly, paused for a while; try again later or use another provider")]
+    CircuitOpen {
+        /// The provider's name.
+        provider: String,
+    },
+    /// The response cache's SQLite file could not be opened or rebuilt.
+    #[error(
+        "AI response cache {path}: {detail}; check the folder is writable, or delete the file"
+    )]
+    Cache {
+        /// The cache file.
+        path: String,
+        /// What failed.
+        detail: String,
     },
     /// Something about the local setup, before any request (e.g. a missing key).
     #[error("{0}")]
@@ -106,6 +124,12 @@ impl AiError {
                 | AiError::ProviderDown { .. }
                 | AiError::Timeout { .. }
         )
+    }
+
+    /// Whether the [`crate::Router`] should try the next provider after this error: the
+    /// retryable ones, and an open circuit breaker.
+    pub fn falls_back(&self) -> bool {
+        self.is_retryable() || matches!(self, AiError::CircuitOpen { .. })
     }
 
     /// The wait the provider asked for, if any.

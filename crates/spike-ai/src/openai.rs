@@ -8,8 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{self, Context, EventParser, Step};
-use crate::{AiError, BoxFuture, ChatRequest, ChatStream, Finish, HttpOptions, Provider, Usage};
+use std::collections::BTreeMap;
+
+use crate::http::{self, Context, EventParser};
+use crate::{
+    AiError, BoxFuture, ChatRequest, ChatStream, Chunk, Finish, HttpOptions, Provider, ToolCall,
+    Usage,
+};
 
 /// The public OpenAI API.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com";
@@ -70,15 +75,12 @@ impl OpenAi {
     }
 
     fn context(&self) -> Context {
-        Context {
-            name: self.name.clone(),
-            key_hint: if self.name == "openai" {
-                "OPENAI_API_KEY".to_owned()
-            } else {
-                "the server's API key (OPENAI_API_KEY)".to_owned()
-            },
-            first_token_timeout: self.options.first_token_timeout,
-        }
+        let key_hint = if self.name == "openai" {
+            "OPENAI_API_KEY"
+        } else {
+            "the server's API key (OPENAI_API_KEY)"
+        };
+        Context::new(&self.name, key_hint, &self.options)
     }
 }
 
@@ -92,12 +94,43 @@ struct Body<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+}
+
+/// `{"type": "function", "function": {"name", "description", "parameters"}}`.
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: &'a crate::Tool,
 }
 
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'a str,
-    content: &'a str,
+    /// `null` for an assistant turn that only called tools.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+/// An earlier tool call, replayed: `{"id", "type": "function", "function": {"name",
+/// "arguments"}}` with the arguments as a JSON string, as the model sent them.
+#[derive(Serialize)]
+struct WireCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireCallFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireCallFunction<'a> {
+    name: &'a str,
+    arguments: String,
 }
 
 #[derive(Serialize)]
@@ -110,15 +143,33 @@ fn body<'a>(request: &'a ChatRequest, include_usage: bool) -> Body<'a> {
     if let Some(system) = &request.system {
         messages.push(WireMessage {
             role: "system",
-            content: system,
+            content: Some(system),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         });
     }
-    messages.extend(request.messages.iter().map(|m| WireMessage {
-        role: match m.role {
-            crate::Role::User => "user",
-            crate::Role::Assistant => "assistant",
-        },
-        content: &m.content,
+    messages.extend(request.messages.iter().map(|m| {
+        WireMessage {
+            role: match m.role {
+                crate::Role::User => "user",
+                crate::Role::Assistant => "assistant",
+                crate::Role::Tool => "tool",
+            },
+            content: (!m.content.is_empty() || m.tool_calls.is_empty()).then_some(&m.content),
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| WireCall {
+                    id: &c.id,
+                    kind: "function",
+                    function: WireCallFunction {
+                        name: &c.name,
+                        arguments: c.arguments.to_string(),
+                    },
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
+        }
     }));
     Body {
         model: &request.model,
@@ -129,6 +180,14 @@ fn body<'a>(request: &'a ChatRequest, include_usage: bool) -> Body<'a> {
         stream_options: include_usage.then_some(StreamOptions {
             include_usage: true,
         }),
+        tools: request
+            .tools
+            .iter()
+            .map(|function| WireTool {
+                kind: "function",
+                function,
+            })
+            .collect(),
     }
 }
 
@@ -176,6 +235,24 @@ struct WireChoice {
 #[derive(Deserialize, Default)]
 struct WireDelta {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolDelta>,
+}
+
+/// One piece of a streamed tool call: the first names it (`id`, `function.name`), the rest add
+/// to `function.arguments`, all under the call's `index`.
+#[derive(Deserialize)]
+struct WireToolDelta {
+    index: u32,
+    id: Option<String>,
+    #[serde(default)]
+    function: WireFunctionDelta,
+}
+
+#[derive(Deserialize, Default)]
+struct WireFunctionDelta {
+    name: Option<String>,
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -187,15 +264,50 @@ struct WireUsage {
 }
 
 #[derive(Default)]
+struct PartialCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+#[derive(Default)]
 struct ChunkParser {
     finish: Finish,
+    calls: BTreeMap<u32, PartialCall>,
+}
+
+impl ChunkParser {
+    /// The tool calls assembled so far, complete: called when the choice finishes.
+    fn take_calls(&mut self, name: &str) -> Result<Vec<Chunk>, AiError> {
+        std::mem::take(&mut self.calls)
+            .into_values()
+            .map(|call| {
+                let arguments = if call.arguments.trim().is_empty() {
+                    serde_json::json!({})
+                } else {
+                    http::json(name, &call.arguments)?
+                };
+                Ok(Chunk::ToolCall(ToolCall {
+                    id: call.id,
+                    name: call.name,
+                    arguments,
+                }))
+            })
+            .collect()
+    }
 }
 
 impl EventParser for ChunkParser {
-    fn event(&mut self, name: &str, event: &eventsource_stream::Event) -> Result<Step, AiError> {
+    fn event(
+        &mut self,
+        name: &str,
+        event: &eventsource_stream::Event,
+    ) -> Result<Vec<Chunk>, AiError> {
         let data = event.data.trim();
         if data == "[DONE]" {
-            return Ok(Step::Done(std::mem::take(&mut self.finish)));
+            let mut chunks = self.take_calls(name)?;
+            chunks.push(Chunk::Done(std::mem::take(&mut self.finish)));
+            return Ok(chunks);
         }
         let chunk: WireChunk = http::json(name, data)?;
         if let Some(error) = chunk.error {
@@ -213,17 +325,28 @@ impl EventParser for ChunkParser {
                 output_tokens: u.completion_tokens,
             };
         }
-        let mut text = String::new();
+        let mut chunks = Vec::new();
         if let Some(choice) = chunk.choices.into_iter().next() {
+            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                chunks.push(Chunk::Text(text));
+            }
+            for delta in choice.delta.tool_calls {
+                let call = self.calls.entry(delta.index).or_default();
+                if let Some(id) = delta.id {
+                    call.id = id;
+                }
+                if let Some(n) = delta.function.name {
+                    call.name.push_str(&n);
+                }
+                if let Some(a) = delta.function.arguments {
+                    call.arguments.push_str(&a);
+                }
+            }
             if let Some(reason) = choice.finish_reason {
                 self.finish.stop_reason = Some(reason);
+                chunks.extend(self.take_calls(name)?);
             }
-            text = choice.delta.content.unwrap_or_default();
         }
-        Ok(if text.is_empty() {
-            Step::Skip
-        } else {
-            Step::Text(text)
-        })
+        Ok(chunks)
     }
 }

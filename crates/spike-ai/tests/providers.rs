@@ -1,198 +1,13 @@
 //! Every provider against a local HTTP server that speaks its documented format, byte by byte
 //! (so the tests choose the chunk boundaries), and records what it received.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use spike_ai::{
-    collect, AiError, Anthropic, ChatRequest, HttpOptions, OpenAi, RetryPolicy, Router,
-};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-
-/// One scripted answer: a status, headers and the body as separately written (and flushed) pieces.
-struct Reply {
-    status: &'static str,
-    headers: Vec<(&'static str, String)>,
-    pieces: Vec<Vec<u8>>,
-    /// Wait before the first body byte.
-    delay: Duration,
-    /// After the pieces, keep the connection open until the client hangs up.
-    hold_open: bool,
-}
-
-impl Reply {
-    /// An SSE answer, close-delimited, written in the given pieces.
-    fn sse(pieces: &[&[u8]]) -> Reply {
-        Reply {
-            status: "200 OK",
-            headers: vec![("content-type", "text/event-stream".to_owned())],
-            pieces: pieces.iter().map(|p| p.to_vec()).collect(),
-            delay: Duration::ZERO,
-            hold_open: false,
-        }
-    }
-
-    /// A JSON error answer.
-    fn error(status: &'static str, body: Value) -> Reply {
-        Reply {
-            status,
-            headers: vec![("content-type", "application/json".to_owned())],
-            pieces: vec![body.to_string().into_bytes()],
-            delay: Duration::ZERO,
-            hold_open: false,
-        }
-    }
-
-    fn header(mut self, name: &'static str, value: &str) -> Reply {
-        self.headers.push((name, value.to_owned()));
-        self
-    }
-}
-
-/// What the server received.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: Value,
-}
-
-struct Server {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    /// One message per connection the client closed while the server held it open.
-    hung_up: tokio::sync::mpsc::UnboundedReceiver<()>,
-}
-
-impl Server {
-    /// Serves `replies` in order, one per connection; then 500s.
-    async fn start(replies: Vec<Reply>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let queue = Arc::new(Mutex::new(VecDeque::from(replies)));
-        let recorded = requests.clone();
-        let (hung_up_tx, hung_up) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                let reply = queue.lock().expect("lock").pop_front();
-                let recorded = recorded.clone();
-                let hung_up_tx = hung_up_tx.clone();
-                tokio::spawn(async move {
-                    let reply = reply.unwrap_or_else(|| {
-                        Reply::error(
-                            "500 Internal Server Error",
-                            json!({"error": {"message": "script ended"}}),
-                        )
-                    });
-                    serve(socket, reply, recorded, hung_up_tx).await;
-                });
-            }
-        });
-        Server {
-            addr,
-            requests,
-            hung_up,
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().expect("lock").clone()
-    }
-}
-
-async fn serve(
-    mut socket: TcpStream,
-    reply: Reply,
-    recorded: Arc<Mutex<Vec<Recorded>>>,
-    hung_up: tokio::sync::mpsc::UnboundedSender<()>,
-) {
-    socket.set_nodelay(true).expect("nodelay");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = socket.read(&mut chunk).await.expect("read");
-        assert!(n > 0, "client closed before sending a request");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).expect("utf8 head");
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().expect("request line").split(' ');
-    let method = request_line.next().expect("method").to_owned();
-    let path = request_line.next().expect("path").to_owned();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .get("content-length")
-        .map(|l| l.parse().expect("length"))
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = socket.read(&mut chunk).await.expect("read body");
-        assert!(n > 0, "client closed mid-body");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
-    recorded.lock().expect("lock").push(Recorded {
-        method,
-        path,
-        headers,
-        body,
-    });
-
-    let mut head = format!("HTTP/1.1 {}\r\nconnection: close\r\n", reply.status);
-    let sse = reply.status.starts_with("200");
-    if !sse {
-        let len: usize = reply.pieces.iter().map(Vec::len).sum();
-        head.push_str(&format!("content-length: {len}\r\n"));
-    }
-    for (k, v) in &reply.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    if socket.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
-    tokio::time::sleep(reply.delay).await;
-    for piece in &reply.pieces {
-        if socket.write_all(piece).await.is_err() || socket.flush().await.is_err() {
-            return;
-        }
-        // Separate TCP segments, so the client really sees these boundaries.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if reply.hold_open {
-        let mut byte = [0u8; 1];
-        while let Ok(n) = socket.read(&mut byte).await {
-            if n == 0 {
-                break;
-            }
-        }
-        let _ = hung_up.send(());
-        return;
-    }
-    let _ = socket.shutdown().await;
-}
-
-fn request() -> ChatRequest {
-    let mut r = ChatRequest::new("test-model", "Say hello");
-    r.system = Some("Be brief.".to_owned());
-    r.max_tokens = 64;
-    r
-}
+use common::{fast_policy, request, Reply, Server};
+use serde_json::json;
+use spike_ai::{collect, AiError, Anthropic, HttpOptions, OpenAi, Router};
 
 async fn ask(provider: &dyn spike_ai::Provider) -> Result<(String, spike_ai::Finish), AiError> {
     let req = request();
@@ -440,15 +255,6 @@ async fn a_slow_first_token_times_out() {
     );
 }
 
-fn fast_policy(max_retries: usize) -> RetryPolicy {
-    RetryPolicy {
-        max_retries,
-        min_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        max_retry_after: Duration::from_secs(5),
-    }
-}
-
 #[tokio::test]
 async fn the_router_waits_retry_after_then_retries_and_succeeds() {
     let server = Server::start(vec![
@@ -556,4 +362,353 @@ async fn http_500_is_provider_down_and_retryable() {
     assert!(matches!(err, AiError::ProviderDown { .. }), "{err:?}");
     assert!(err.is_retryable());
     assert!(err.to_string().contains("The server had an error"), "{err}");
+}
+
+async fn rate_limited_after(reply: Reply, anthropic: bool) -> Option<Duration> {
+    let server = Server::start(vec![reply]).await;
+    let err = if anthropic {
+        ask(&Anthropic::new(server.base(), "ak-test").expect("provider")).await
+    } else {
+        ask(&OpenAi::new(server.base(), "sk-test").expect("provider")).await
+    }
+    .expect_err("429");
+    match err {
+        AiError::RateLimited { retry_after, .. } => retry_after,
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+}
+
+fn too_many() -> Reply {
+    Reply::error(
+        "429 Too Many Requests",
+        json!({"error": {"message": "Rate limit reached"}}),
+    )
+}
+
+#[tokio::test]
+async fn openai_429_without_retry_after_waits_for_the_exhausted_limit_to_reset() {
+    let exhausted_requests = too_many()
+        .header("x-ratelimit-limit-requests", "60")
+        .header("x-ratelimit-remaining-requests", "0")
+        .header("x-ratelimit-reset-requests", "6m0s")
+        .header("x-ratelimit-remaining-tokens", "149000")
+        .header("x-ratelimit-reset-tokens", "20ms");
+    assert_eq!(
+        rate_limited_after(exhausted_requests, false).await,
+        Some(Duration::from_secs(360))
+    );
+    let exhausted_tokens = too_many()
+        .header("x-ratelimit-remaining-requests", "59")
+        .header("x-ratelimit-reset-requests", "6m0s")
+        .header("x-ratelimit-remaining-tokens", "0")
+        .header("x-ratelimit-reset-tokens", "1.5s");
+    assert_eq!(
+        rate_limited_after(exhausted_tokens, false).await,
+        Some(Duration::from_millis(1500))
+    );
+    // Neither says which limit was hit: the longer wait is the safe one.
+    let unmarked = too_many()
+        .header("x-ratelimit-reset-requests", "1s")
+        .header("x-ratelimit-reset-tokens", "20ms");
+    assert_eq!(
+        rate_limited_after(unmarked, false).await,
+        Some(Duration::from_secs(1))
+    );
+}
+
+#[tokio::test]
+async fn retry_after_wins_over_the_reset_headers() {
+    let both = too_many()
+        .header("retry-after", "4")
+        .header("x-ratelimit-remaining-requests", "0")
+        .header("x-ratelimit-reset-requests", "6m0s");
+    assert_eq!(
+        rate_limited_after(both, false).await,
+        Some(Duration::from_secs(4))
+    );
+    let anthropic = too_many().header("retry-after", "2").header(
+        "anthropic-ratelimit-requests-reset",
+        &humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(50))
+            .to_string(),
+    );
+    assert_eq!(
+        rate_limited_after(anthropic, true).await,
+        Some(Duration::from_secs(2))
+    );
+}
+
+#[tokio::test]
+async fn anthropic_429_without_retry_after_waits_until_the_reset_time() {
+    let now = std::time::SystemTime::now();
+    let at = |secs| humantime::format_rfc3339_seconds(now + Duration::from_secs(secs)).to_string();
+    let reply = too_many()
+        .header("anthropic-ratelimit-requests-limit", "50")
+        .header("anthropic-ratelimit-requests-remaining", "0")
+        .header("anthropic-ratelimit-requests-reset", &at(30))
+        .header("anthropic-ratelimit-tokens-remaining", "1000")
+        .header("anthropic-ratelimit-tokens-reset", &at(90));
+    let wait = rate_limited_after(reply, true).await.expect("a wait");
+    // The reset time has whole seconds: the wait is 29–30 s after the fraction is cut off.
+    assert!(
+        wait > Duration::from_secs(28) && wait <= Duration::from_secs(30),
+        "{wait:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_total_timeout_ends_an_answer_that_never_finishes() {
+    let mut reply = Reply::sse(&[b"data: {\"choices\":[{\"delta\":{\"content\":\"slow\"}}]}\n\n"]);
+    reply.hold_open = true;
+    let server = Server::start(vec![reply]).await;
+    let provider = OpenAi::new(server.base(), "sk-test")
+        .and_then(|p| {
+            p.with_options(HttpOptions {
+                first_token_timeout: Duration::from_secs(10),
+                total_timeout: Duration::from_millis(400),
+                ..HttpOptions::default()
+            })
+        })
+        .expect("provider");
+    let started = std::time::Instant::now();
+    let mut answer = spike_ai::Provider::stream(&provider, &request())
+        .await
+        .expect("stream");
+    let first = futures_util::StreamExt::next(&mut answer).await;
+    assert!(
+        matches!(first, Some(Ok(spike_ai::Chunk::Text(ref t))) if t == "slow"),
+        "{first:?}"
+    );
+    let second = futures_util::StreamExt::next(&mut answer).await;
+    assert!(
+        matches!(second, Some(Err(AiError::Timeout { stage: "total", .. }))),
+        "{second:?}"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert!(futures_util::StreamExt::next(&mut answer).await.is_none());
+}
+
+#[tokio::test]
+async fn openai_tools_are_sent_as_functions_and_streamed_calls_are_assembled() {
+    // Two calls; arguments cut inside a key and a string.
+    let server = Server::start(vec![Reply::sse(&[
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"search_replace\",\"arguments\":\"\"}}]}}]}\n\n",
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"pa\"}}]}}]}\n\n",
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"th\\\": \\\"App.tsx\\\", \\\"search\\\": \\\"hi\\\", \\\"replace\\\": \\\"h\xc3\xa9\"}}]}}]}\n\n",
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"llo\\\"}\"}}]}}]}\n\n",
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"type\":\"function\",\"function\":{\"name\":\"read_file\",\"arguments\":\"{\\\"path\\\":\\\"a.ts\\\"}\"}}]}}]}\n\n",
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        b"data: [DONE]\n\n",
+    ])])
+    .await;
+    let provider = OpenAi::new(server.base(), "sk-test").expect("provider");
+    let mut req = request();
+    req.tools = spike_ai::editing_tools();
+    let answer = spike_ai::collect_answer(
+        spike_ai::Provider::stream(&provider, &req)
+            .await
+            .expect("stream"),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(answer.text, "");
+    assert_eq!(answer.finish.stop_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(
+        answer.tool_calls,
+        vec![
+            spike_ai::ToolCall {
+                id: "call_a".to_owned(),
+                name: "search_replace".to_owned(),
+                arguments: json!({"path": "App.tsx", "search": "hi", "replace": "héllo"}),
+            },
+            spike_ai::ToolCall {
+                id: "call_b".to_owned(),
+                name: "read_file".to_owned(),
+                arguments: json!({"path": "a.ts"}),
+            },
+        ]
+    );
+    let body = &server.requests()[0].body;
+    let tools = body["tools"].as_array().expect("tools");
+    assert_eq!(tools.len(), 4);
+    assert_eq!(tools[0]["type"], json!("function"));
+    assert_eq!(tools[0]["function"]["name"], json!("read_file"));
+    assert_eq!(
+        tools[0]["function"]["parameters"]["required"],
+        json!(["path"])
+    );
+    assert!(tools[2]["function"]["description"].is_string());
+}
+
+#[tokio::test]
+async fn anthropic_tools_are_sent_with_input_schema_and_tool_use_blocks_are_assembled() {
+    let server = Server::start(vec![Reply::sse(&[
+        ANTHROPIC_AWKWARD[0],
+        b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Creating it.\"}}\n\n",
+        b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"create_file\",\"input\":{}}}\n\n",
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n",
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"path\\\": \\\"ut\"}}\n\n",
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"il.ts\\\", \\\"content\\\": \\\"export {}\\\\n\\\"}\"}}\n\n",
+        b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":30}}\n\n",
+        b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ])])
+    .await;
+    let provider = Anthropic::new(server.base(), "ak-test").expect("provider");
+    let mut req = request();
+    req.tools = spike_ai::editing_tools();
+    let answer = spike_ai::collect_answer(
+        spike_ai::Provider::stream(&provider, &req)
+            .await
+            .expect("stream"),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(answer.text, "Creating it.");
+    assert_eq!(answer.finish.stop_reason.as_deref(), Some("tool_use"));
+    assert_eq!(
+        answer.tool_calls,
+        vec![spike_ai::ToolCall {
+            id: "toolu_1".to_owned(),
+            name: "create_file".to_owned(),
+            arguments: json!({"path": "util.ts", "content": "export {}\n"}),
+        }]
+    );
+    let tools = server.requests()[0].body["tools"].clone();
+    assert_eq!(tools.as_array().map(Vec::len), Some(4));
+    assert_eq!(tools[3]["name"], json!("create_file"));
+    assert_eq!(
+        tools[3]["input_schema"]["required"],
+        json!(["path", "content"])
+    );
+    assert!(tools[3].get("type").is_none() && tools[3].get("function").is_none());
+}
+
+#[tokio::test]
+async fn a_connection_that_never_completes_its_handshake_is_a_connect_timeout() {
+    // TCP is accepted but the TLS handshake never answered: the connect phase never ends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let provider = OpenAi::new(format!("https://{addr}"), "sk-test")
+        .and_then(|p| {
+            p.with_options(HttpOptions {
+                connect_timeout: Duration::from_millis(300),
+                first_token_timeout: Duration::from_secs(20),
+                ..HttpOptions::default()
+            })
+        })
+        .expect("provider");
+    let started = std::time::Instant::now();
+    let err = ask(&provider).await.expect_err("timeout");
+    assert!(
+        matches!(
+            err,
+            AiError::Timeout {
+                stage: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.abort();
+}
+
+/// A tool round: the model read a file, the caller answers it; then the next request.
+fn tool_round() -> spike_ai::ChatRequest {
+    let mut req = request();
+    let doc = spike_collab::RoomDoc::new();
+    doc.create_file("App.tsx", "export {};\n").expect("create");
+    let calls = vec![
+        spike_ai::ToolCall {
+            id: "call_1".to_owned(),
+            name: "read_file".to_owned(),
+            arguments: json!({"path": "App.tsx"}),
+        },
+        spike_ai::ToolCall {
+            id: "call_2".to_owned(),
+            name: "read_file".to_owned(),
+            arguments: json!({"path": "Nope.tsx"}),
+        },
+    ];
+    req.messages
+        .push(spike_ai::Message::assistant("Let me look.", calls));
+    req.messages
+        .push(spike_ai::read_result(&doc, "call_1", "App.tsx"));
+    req.messages
+        .push(spike_ai::read_result(&doc, "call_2", "Nope.tsx"));
+    req
+}
+
+#[tokio::test]
+async fn openai_tool_results_go_back_as_tool_messages_after_the_assistant_calls() {
+    let server = Server::start(vec![common::openai_text("done")]).await;
+    let provider = OpenAi::new(server.base(), "sk-test").expect("provider");
+    let req = tool_round();
+    collect(
+        spike_ai::Provider::stream(&provider, &req)
+            .await
+            .expect("stream"),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(
+        server.requests()[0].body["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Say hello"},
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "read_file", "arguments": "{\"path\":\"App.tsx\"}"}},
+                {"id": "call_2", "type": "function",
+                 "function": {"name": "read_file", "arguments": "{\"path\":\"Nope.tsx\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "export {};\n"},
+            {"role": "tool", "tool_call_id": "call_2",
+             "content": "There is no file \"Nope.tsx\" in the room. Files: App.tsx"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn anthropic_tool_results_go_back_as_tool_result_blocks_of_one_user_turn() {
+    let server = Server::start(vec![Reply::sse(ANTHROPIC_AWKWARD)]).await;
+    let provider = Anthropic::new(server.base(), "ak-test").expect("provider");
+    let req = tool_round();
+    collect(
+        spike_ai::Provider::stream(&provider, &req)
+            .await
+            .expect("stream"),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(
+        server.requests()[0].body["messages"],
+        json!([
+            {"role": "user", "content": "Say hello"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "call_1", "name": "read_file", "input": {"path": "App.tsx"}},
+                {"type": "tool_use", "id": "call_2", "name": "read_file", "input": {"path": "Nope.tsx"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "export {};\n"},
+                {"type": "tool_result", "tool_use_id": "call_2",
+                 "content": "There is no file \"Nope.tsx\" in the room. Files: App.tsx"}
+            ]}
+        ])
+    );
 }

@@ -1,7 +1,23 @@
 //! `spike ai ask`: one question to a chat model, the answer streamed to stdout.
+//!
+//! Keys come from the environment (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`) or, when a variable is
+//! absent, from the config file: `$SPIKE_CONFIG`, else `spike/config.toml` in the platform config
+//! folder (`$XDG_CONFIG_HOME` or `~/.config` on Linux, `~/Library/Application Support` on macOS,
+//! `%APPDATA%` on Windows). Its keys, all optional:
+//!
+//! ```toml
+//! openai_api_key = "sk-…"
+//! anthropic_api_key = "sk-ant-…"
+//! provider = "anthropic"          # openai | anthropic | compatible
+//! model = "claude-3-5-haiku-latest"
+//! base_url = "https://api.anthropic.com"
+//! ```
+//!
+//! `model` and `base_url` are the defaults of the config's `provider` (openai when unset) and
+//! are not used when `--provider` names another one. Flags win over the file.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -20,7 +36,8 @@ enum Command {
     Ask(AskArgs),
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum ProviderKind {
     /// OpenAI Chat Completions (key: OPENAI_API_KEY).
     Openai,
@@ -33,9 +50,9 @@ enum ProviderKind {
 
 #[derive(clap::Args)]
 struct AskArgs {
-    /// Which wire format to speak.
-    #[arg(long, value_enum, default_value = "openai")]
-    provider: ProviderKind,
+    /// Which wire format to speak [default: the config file's `provider`, else openai].
+    #[arg(long, value_enum)]
+    provider: Option<ProviderKind>,
     /// The API's base URL [default: https://api.openai.com, https://api.anthropic.com or
     /// http://localhost:11434 (Ollama)].
     #[arg(long)]
@@ -81,8 +98,9 @@ fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let config = Config::load()?;
     let result = runtime.block_on(async {
-        let (provider, model) = provider(&args)?;
+        let (provider, model) = provider(&args, &config)?;
         let mut request = ChatRequest::new(model, prompt);
         request.max_tokens = args.max_tokens;
         let answer = provider.stream(&request).await?;
@@ -111,35 +129,123 @@ fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn key(var: &str) -> Result<String, AiError> {
-    std::env::var(var)
-        .ok()
-        .filter(|k| !k.trim().is_empty())
-        .ok_or_else(|| AiError::Config(format!("set {var} to your API key")))
+/// The config file's contents; see the module docs.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    openai_api_key: Option<String>,
+    anthropic_api_key: Option<String>,
+    provider: Option<ProviderKind>,
+    model: Option<String>,
+    base_url: Option<String>,
 }
 
-fn provider(args: &AskArgs) -> Result<(Box<dyn Provider>, String), AiError> {
-    let base = args.base_url.clone();
-    let model = args.model.clone();
-    Ok(match args.provider {
+/// Config files beyond this size are refused (it holds a few short keys).
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+impl Config {
+    /// `$SPIKE_CONFIG` (which must exist), else the platform file (which may not).
+    fn load() -> anyhow::Result<Config> {
+        let (path, required) = match std::env::var_os("SPIKE_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => (PathBuf::from(path), true),
+            None => match dirs::config_dir() {
+                Some(dir) => (dir.join("spike").join("config.toml"), false),
+                None => return Ok(Config::default()),
+            },
+        };
+        if !required && !path.exists() {
+            return Ok(Config::default());
+        }
+        Config::read(&path).with_context(|| format!("reading the config file {}", path.display()))
+    }
+
+    fn read(path: &Path) -> anyhow::Result<Config> {
+        let size = std::fs::metadata(path)?.len();
+        anyhow::ensure!(
+            size <= MAX_CONFIG_BYTES,
+            "it is {size} bytes; at most {MAX_CONFIG_BYTES} are read"
+        );
+        warn_if_readable_by_others(path);
+        let text = std::fs::read_to_string(path)?;
+        // toml's message names the line and column, and the key for an unknown or mistyped one.
+        Ok(toml::from_str(&text)?)
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "warning: {} holds API keys and is readable by other users; run chmod 600 on it",
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_: &Path) {}
+
+/// The key from `var`, else from the config file's `field`.
+fn key(var: &str, from_config: Option<&String>, field: &str) -> Result<String, AiError> {
+    std::env::var(var)
+        .ok()
+        .or_else(|| from_config.cloned())
+        .filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| {
+            AiError::Config(format!(
+                "set {var} to your API key, or `{field}` in the config file ($SPIKE_CONFIG or spike/config.toml in the config folder)"
+            ))
+        })
+}
+
+fn provider(args: &AskArgs, config: &Config) -> Result<(Box<dyn Provider>, String), AiError> {
+    let kind = args
+        .provider
+        .or(config.provider)
+        .unwrap_or(ProviderKind::Openai);
+    // The file's model and base URL belong to its provider.
+    let same = kind == config.provider.unwrap_or(ProviderKind::Openai);
+    let base = args
+        .base_url
+        .clone()
+        .or_else(|| config.base_url.clone().filter(|_| same));
+    let model = args
+        .model
+        .clone()
+        .or_else(|| config.model.clone().filter(|_| same));
+    let openai_key = || {
+        key(
+            "OPENAI_API_KEY",
+            config.openai_api_key.as_ref(),
+            "openai_api_key",
+        )
+    };
+    Ok(match kind {
         ProviderKind::Openai => (
             Box::new(OpenAi::new(
                 base.unwrap_or_else(|| spike_ai::OPENAI_BASE_URL.to_owned()),
-                key("OPENAI_API_KEY")?,
+                openai_key()?,
             )?),
             model.unwrap_or_else(|| "gpt-4o-mini".to_owned()),
         ),
         ProviderKind::Anthropic => (
             Box::new(Anthropic::new(
                 base.unwrap_or_else(|| spike_ai::ANTHROPIC_BASE_URL.to_owned()),
-                key("ANTHROPIC_API_KEY")?,
+                key(
+                    "ANTHROPIC_API_KEY",
+                    config.anthropic_api_key.as_ref(),
+                    "anthropic_api_key",
+                )?,
             )?),
             model.unwrap_or_else(|| "claude-3-5-haiku-latest".to_owned()),
         ),
         ProviderKind::Compatible => (
             Box::new(OpenAi::compatible(
                 base.unwrap_or_else(|| "http://localhost:11434".to_owned()),
-                key("OPENAI_API_KEY").ok(),
+                openai_key().ok(),
             )?),
             model.unwrap_or_else(|| "llama3.2".to_owned()),
         ),

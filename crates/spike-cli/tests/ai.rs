@@ -73,6 +73,8 @@ fn ai_ask_streams_the_answer_to_stdout() {
         .arg("What does this do?")
         .current_dir(dir.path())
         .env("OPENAI_API_KEY", "sk-cli")
+        .env_remove("SPIKE_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.path())
         .output()
         .expect("run spike");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -103,8 +105,155 @@ fn ai_ask_without_a_key_exits_1_and_says_which_variable() {
         .args(["ai", "ask", "--provider", "anthropic", "hi"])
         .current_dir(dir.path())
         .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("SPIKE_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.path())
         .output()
         .expect("run spike");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ANTHROPIC_API_KEY"));
+}
+
+const OPENAI_OK: &[&[u8]] = &[
+    b"data: {\"choices\":[{\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\n",
+    b"data: [DONE]\n\n",
+];
+
+/// `spike ai ask` with no key in the environment and `config` as the file at `$SPIKE_CONFIG`.
+fn ask_with_config(config: &str, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spike.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spike"));
+    command
+        .args(["ai", "ask"])
+        .args(args)
+        .arg("hi")
+        .current_dir(dir.path())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("SPIKE_CONFIG", &path);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().expect("run spike")
+}
+
+#[test]
+fn ai_ask_takes_the_key_provider_model_and_base_url_from_the_config_file() {
+    let (base, server) = serve_once(&[
+        b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"from claude\"}}\n\n",
+        b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ]);
+    let config = format!(
+        "anthropic_api_key = \"ak-from-config\"\nprovider = \"anthropic\"\nmodel = \"claude-cfg\"\nbase_url = \"{base}\"\n"
+    );
+    let out = ask_with_config(&config, &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from claude\n");
+    assert!(
+        stderr.contains("readable by other users"),
+        "a 0644 key file is warned about: {stderr}"
+    );
+    let request = server.join().expect("server");
+    assert!(request.starts_with("POST /v1/messages "), "{request}");
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains("x-api-key: ak-from-config"),
+        "{request}"
+    );
+    assert!(request.contains("\"model\":\"claude-cfg\""), "{request}");
+}
+
+#[test]
+fn the_environment_wins_over_the_config_file_and_flags_over_its_defaults() {
+    let (base, server) = serve_once(OPENAI_OK);
+    // The file's model belongs to its provider (anthropic), not to --provider openai.
+    let config =
+        "openai_api_key = \"sk-config\"\nprovider = \"anthropic\"\nmodel = \"claude-cfg\"\n";
+    let out = ask_with_config(
+        config,
+        &["--provider", "openai", "--base-url", &base],
+        &[("OPENAI_API_KEY", "sk-env")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let request = server.join().expect("server");
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains("authorization: bearer sk-env"),
+        "{request}"
+    );
+    assert!(request.contains("\"model\":\"gpt-4o-mini\""), "{request}");
+}
+
+#[test]
+fn the_platform_config_file_is_read_when_spike_config_is_unset() {
+    let (base, server) = serve_once(OPENAI_OK);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("spike")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("spike/config.toml"),
+        format!("openai_api_key = \"sk-platform\"\nbase_url = \"{base}\"\n"),
+    )
+    .expect("write config");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            dir.path().join("spike/config.toml"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .args(["ai", "ask", "hi"])
+        .current_dir(dir.path())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("SPIKE_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .expect("run spike");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "a 0600 file is fine: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    let request = server.join().expect("server");
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains("authorization: bearer sk-platform"),
+        "{request}"
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_refused_naming_the_file_and_what_is_wrong() {
+    let out = ask_with_config("openai_api_key = \"sk\"\nmodle = \"gpt\"\n", &[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spike.toml") && stderr.contains("modle"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    let out = ask_with_config("openai_api_key = \n", &[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spike.toml") && stderr.contains("line 1"),
+        "{stderr}"
+    );
+
+    let out = ask_with_config("provider = \"gemini\"\n", &[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gemini"), "{stderr}");
 }
