@@ -82,6 +82,7 @@ mod cache;
 mod edit;
 mod error;
 mod http;
+mod kind;
 mod openai;
 mod provider;
 mod router;
@@ -94,6 +95,7 @@ pub use edit::{
 };
 pub use error::AiError;
 pub use governor::Quota;
+pub use kind::ProviderKind;
 pub use openai::{OpenAi, OPENAI_BASE_URL};
 pub use provider::{
     BoxFuture, ChatRequest, ChatStream, Chunk, Finish, HttpOptions, Message, Provider, Role, Tool,

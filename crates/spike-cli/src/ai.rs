@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use spike_ai::{AiError, Anthropic, ChatRequest, OpenAi, Provider};
+use spike_ai::{AiError, ChatRequest, Provider, ProviderKind};
 
 /// Arguments of `spike ai`.
 #[derive(clap::Args)]
@@ -36,9 +36,9 @@ enum Command {
     Ask(AskArgs),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ProviderKind {
+/// The `--provider` values (clap's face of [`ProviderKind`]).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProviderArg {
     /// OpenAI Chat Completions (key: OPENAI_API_KEY).
     Openai,
     /// Anthropic Messages (key: ANTHROPIC_API_KEY).
@@ -48,11 +48,21 @@ enum ProviderKind {
     Compatible,
 }
 
+impl From<ProviderArg> for ProviderKind {
+    fn from(arg: ProviderArg) -> Self {
+        match arg {
+            ProviderArg::Openai => ProviderKind::Openai,
+            ProviderArg::Anthropic => ProviderKind::Anthropic,
+            ProviderArg::Compatible => ProviderKind::Compatible,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct AskArgs {
     /// Which wire format to speak [default: the config file's `provider`, else openai].
     #[arg(long, value_enum)]
-    provider: Option<ProviderKind>,
+    provider: Option<ProviderArg>,
     /// The API's base URL [default: https://api.openai.com, https://api.anthropic.com or
     /// http://localhost:11434 (Ollama)].
     #[arg(long)]
@@ -189,21 +199,17 @@ fn warn_if_readable_by_others(path: &Path) {
 fn warn_if_readable_by_others(_: &Path) {}
 
 /// The key from `var`, else from the config file's `field`.
-fn key(var: &str, from_config: Option<&String>, field: &str) -> Result<String, AiError> {
+fn key(var: &str, from_config: Option<&String>) -> Option<String> {
     std::env::var(var)
         .ok()
         .or_else(|| from_config.cloned())
         .filter(|k| !k.trim().is_empty())
-        .ok_or_else(|| {
-            AiError::Config(format!(
-                "set {var} to your API key, or `{field}` in the config file ($SPIKE_CONFIG or spike/config.toml in the config folder)"
-            ))
-        })
 }
 
 fn provider(args: &AskArgs, config: &Config) -> Result<(Box<dyn Provider>, String), AiError> {
     let kind = args
         .provider
+        .map(ProviderKind::from)
         .or(config.provider)
         .unwrap_or(ProviderKind::Openai);
     // The file's model and base URL belong to its provider.
@@ -215,39 +221,21 @@ fn provider(args: &AskArgs, config: &Config) -> Result<(Box<dyn Provider>, Strin
     let model = args
         .model
         .clone()
-        .or_else(|| config.model.clone().filter(|_| same));
-    let openai_key = || {
-        key(
-            "OPENAI_API_KEY",
-            config.openai_api_key.as_ref(),
-            "openai_api_key",
-        )
+        .or_else(|| config.model.clone().filter(|_| same))
+        .unwrap_or_else(|| kind.default_model().to_owned());
+    let (from_config, field) = match kind {
+        ProviderKind::Anthropic => (config.anthropic_api_key.as_ref(), "anthropic_api_key"),
+        ProviderKind::Openai | ProviderKind::Compatible => {
+            (config.openai_api_key.as_ref(), "openai_api_key")
+        }
     };
-    Ok(match kind {
-        ProviderKind::Openai => (
-            Box::new(OpenAi::new(
-                base.unwrap_or_else(|| spike_ai::OPENAI_BASE_URL.to_owned()),
-                openai_key()?,
-            )?),
-            model.unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+    let var = kind.key_variable();
+    let provider = kind.build(
+        base.as_deref(),
+        key(var, from_config),
+        &format!(
+            "set {var} to your API key, or `{field}` in the config file ($SPIKE_CONFIG or spike/config.toml in the config folder)"
         ),
-        ProviderKind::Anthropic => (
-            Box::new(Anthropic::new(
-                base.unwrap_or_else(|| spike_ai::ANTHROPIC_BASE_URL.to_owned()),
-                key(
-                    "ANTHROPIC_API_KEY",
-                    config.anthropic_api_key.as_ref(),
-                    "anthropic_api_key",
-                )?,
-            )?),
-            model.unwrap_or_else(|| "claude-3-5-haiku-latest".to_owned()),
-        ),
-        ProviderKind::Compatible => (
-            Box::new(OpenAi::compatible(
-                base.unwrap_or_else(|| "http://localhost:11434".to_owned()),
-                openai_key().ok(),
-            )?),
-            model.unwrap_or_else(|| "llama3.2".to_owned()),
-        ),
-    })
+    )?;
+    Ok((provider, model))
 }
