@@ -34,5 +34,11 @@ fn spike_desktop_commands() -> &'static [&'static str] {
         "open_folder",
         "stop_mirror",
         "mirror_status",
+        "ai_ask",
+        "ai_stop",
+        "ai_apply",
+        "ai_reject",
+        "ai_key_status",
+        "ai_set_key",
     ]
 }

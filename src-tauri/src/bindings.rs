@@ -19,6 +19,10 @@ pub fn typescript() -> String {
         crate::ShareInfo::decl(),
         crate::SkippedFile::decl(),
         crate::MirrorInfo::decl(),
+        crate::ProposedFile::decl(),
+        crate::Proposal::decl(),
+        crate::AiEvent::decl(),
+        crate::keys::KeyStatus::decl(),
         crate::settings::Settings::decl(),
         crate::error::ErrorReply::decl(),
     ];

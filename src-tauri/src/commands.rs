@@ -209,3 +209,58 @@ fn folder_argument(dir: &str) -> Result<std::path::PathBuf, DesktopError> {
     }
     Ok(path)
 }
+
+/// Asks the assistant `prompt` about the open room, showing it `file` (the open file). The
+/// answer streams to `events` as text, files read, a proposal of edits, then done or an error.
+/// Returns the request id (for `ai_stop`). Errors: `bad-request` for an empty or oversized
+/// question, `ai` when no provider can be set up (no key: the message says where to put one).
+#[tauri::command]
+pub fn ai_ask(
+    shell: State<'_, Shell>,
+    prompt: String,
+    file: Option<String>,
+    events: Channel<crate::AiEvent>,
+) -> Result<u64, DesktopError> {
+    shell.ask_ai(prompt, file, events)
+}
+
+/// Stops request `id` (closing its upstream connection); whether it was running.
+#[tauri::command]
+pub fn ai_stop(shell: State<'_, Shell>, id: u64) -> bool {
+    shell.stop_ai(id)
+}
+
+/// Applies the assistant's proposal `id` to the room as this person's edits; returns the files
+/// changed. Errors: `bad-request` (no such proposal), `read-only`, `ai` (the room changed so an
+/// edit no longer fits; nothing was applied).
+#[tauri::command]
+pub fn ai_apply(shell: State<'_, Shell>, id: u64) -> Result<Vec<String>, DesktopError> {
+    shell.apply_ai(id)
+}
+
+/// Drops the assistant's proposal `id`; whether it was open.
+#[tauri::command]
+pub fn ai_reject(shell: State<'_, Shell>, id: u64) -> bool {
+    shell.reject_ai(id)
+}
+
+/// Where each provider's API key comes from (keychain, environment or none), never the key.
+#[tauri::command]
+pub fn ai_key_status() -> Vec<crate::keys::KeyStatus> {
+    spike_ai::ProviderKind::ALL
+        .into_iter()
+        .map(crate::keys::status)
+        .collect()
+}
+
+/// Saves `key` for `provider` in the OS keychain (empty: deletes it). Errors: `bad-request`
+/// for an unknown provider, `keychain` when no keychain service is available (the message
+/// says what to do instead).
+#[tauri::command]
+pub fn ai_set_key(provider: String, key: String) -> Result<crate::keys::KeyStatus, DesktopError> {
+    let kind: spike_ai::ProviderKind = provider
+        .parse()
+        .map_err(|e: spike_ai::AiError| DesktopError::BadRequest(e.to_string()))?;
+    crate::keys::store(kind, &key)?;
+    Ok(crate::keys::status(kind))
+}

@@ -37,6 +37,15 @@ pub enum DesktopError {
     /// A folder mirror could not start or stop.
     #[error(transparent)]
     Mirror(#[from] spike_mirror::MirrorError),
+    /// The assistant's provider failed or refused (rate limited, no key, down, timed out).
+    #[error(transparent)]
+    Ai(#[from] spike_ai::AiError),
+    /// An edit the assistant proposed does not fit the room (any more).
+    #[error(transparent)]
+    AiEdit(#[from] spike_ai::EditError),
+    /// The OS keychain could not be used.
+    #[error("keychain: {0}")]
+    Keychain(String),
 }
 
 impl DesktopError {
@@ -53,6 +62,8 @@ impl DesktopError {
             DesktopError::BadRequest(_) => "bad-request",
             DesktopError::ReadOnly(_) => "read-only",
             DesktopError::Mirror(_) => "mirror",
+            DesktopError::Ai(_) | DesktopError::AiEdit(_) => "ai",
+            DesktopError::Keychain(_) => "keychain",
         }
     }
 
@@ -71,7 +82,7 @@ impl DesktopError {
 pub struct ErrorReply {
     /// Which kind of failure.
     #[ts(
-        type = r#""transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror""#
+        type = r#""transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror" | "ai" | "keychain""#
     )]
     pub kind: &'static str,
     /// The error in a sentence.

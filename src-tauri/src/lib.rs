@@ -30,9 +30,11 @@
 //! A `spike://room/…` link (or a `ws://…/<room>` URL) as the first argument opens that room.
 //! Otherwise the app reopens the room that was open last (saved in the settings).
 
+mod assistant;
 pub mod bindings;
 pub mod commands;
 mod error;
+pub mod keys;
 mod mirror;
 pub mod room;
 pub mod settings;
@@ -48,6 +50,7 @@ use serde::Serialize;
 use tauri::ipc::Channel;
 use tauri::{AppHandle, Manager, Runtime, WebviewUrl, WebviewWindowBuilder};
 
+pub use assistant::{AiEvent, Proposal, ProposedFile, MAX_PROMPT_CHARS};
 pub use error::{DesktopError, ErrorReply};
 pub use mirror::{MirrorInfo, SkippedFile};
 use room::{Room, RoomConfig};
@@ -224,6 +227,8 @@ pub struct Shell {
     events: Arc<Mutex<Option<Channel<ShellEvent>>>>,
     /// The open room's folder mirror, if any. Stopped before the room is left.
     mirror: tokio::sync::Mutex<Option<mirror::ActiveMirror>>,
+    /// The AI assistant: running questions, open proposals, the provider router.
+    assistant: Arc<assistant::Assistant>,
     changes: Mutex<mpsc::Sender<Vec<String>>>,
     /// Opens a room and starts its watchers (holds the app handle, whatever its runtime).
     opener: Box<RoomOpener>,
@@ -264,6 +269,9 @@ impl Shell {
     pub fn save_settings(&self, mut settings: Settings) -> Result<Settings, DesktopError> {
         settings.name = settings.name.trim().to_owned();
         settings.server = settings.server.trim().to_owned();
+        settings.ai_base_url = settings.ai_base_url.trim().trim_end_matches('/').to_owned();
+        settings.ai_model = settings.ai_model.trim().to_owned();
+        settings.cdn = settings.cdn.trim().trim_end_matches('/').to_owned();
         settings.last_room = lock(&self.settings).last_room.clone();
         settings.save(&self.settings_path)?;
         *lock(&self.settings) = settings.clone();
@@ -413,6 +421,36 @@ impl Shell {
             }
             None => false,
         }
+    }
+
+    /// Asks the assistant `prompt` about the open room (with `file`, the open file, shown to the
+    /// model); the answer streams to `events`. Returns the request id. Errors: see
+    /// `Assistant::ask`.
+    pub fn ask_ai(
+        &self,
+        prompt: String,
+        file: Option<String>,
+        events: Channel<AiEvent>,
+    ) -> Result<u64, DesktopError> {
+        let user = self.user();
+        let caller = format!("{}#{}", user.name, self.room().client_id());
+        self.assistant
+            .ask(self.room(), &self.settings(), &caller, prompt, file, events)
+    }
+
+    /// Applies the assistant's proposal `id` to the open room as this person's edits.
+    pub fn apply_ai(&self, id: u64) -> Result<Vec<String>, DesktopError> {
+        self.assistant.apply(&self.room(), id)
+    }
+
+    /// Drops the assistant's proposal `id`; whether it was open.
+    pub fn reject_ai(&self, id: u64) -> bool {
+        self.assistant.reject(id)
+    }
+
+    /// Stops the assistant's request `id`; whether it was running.
+    pub fn stop_ai(&self, id: u64) -> bool {
+        self.assistant.stop(id)
     }
 
     /// The running folder mirror, if any.
@@ -568,6 +606,12 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::open_folder,
             commands::stop_mirror,
             commands::mirror_status,
+            commands::ai_ask,
+            commands::ai_stop,
+            commands::ai_apply,
+            commands::ai_reject,
+            commands::ai_key_status,
+            commands::ai_set_key,
         ])
 }
 
@@ -673,6 +717,7 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         );
 
     let (tx, rx) = mpsc::channel::<Vec<String>>();
+    let ai_cache = data_dir.join("ai-cache.sqlite");
     app.manage(Shell {
         current: RwLock::new(current),
         switching: tokio::sync::Mutex::new(()),
@@ -683,6 +728,7 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         preview: Preview::new(),
         events: Arc::default(),
         mirror: tokio::sync::Mutex::new(None),
+        assistant: Arc::new(assistant::Assistant::new(ai_cache)),
         changes: Mutex::new(tx),
         opener,
         preview_eval,
@@ -993,7 +1039,7 @@ pub fn percent_decode(path: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

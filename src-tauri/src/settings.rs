@@ -27,6 +27,17 @@ pub struct Settings {
     #[ts(optional)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_room: Option<RoomLink>,
+    /// The assistant's API: `openai`, `anthropic` or `compatible` (any OpenAI-compatible
+    /// server: Ollama, llama.cpp, LM Studio, vLLM).
+    #[ts(type = r#""openai" | "anthropic" | "compatible""#)]
+    pub ai_provider: String,
+    /// The assistant API's base URL; empty means the provider's own (Ollama's for
+    /// `compatible`).
+    pub ai_base_url: String,
+    /// The assistant's model id; empty means the provider's default.
+    pub ai_model: String,
+    /// The ESM CDN npm packages in the preview come from (esm.sh's interface).
+    pub cdn: String,
 }
 
 impl Default for Settings {
@@ -37,8 +48,24 @@ impl Default for Settings {
             server: String::new(),
             format_on_save: true,
             last_room: None,
+            ai_provider: spike_ai::ProviderKind::Openai.as_str().to_owned(),
+            ai_base_url: String::new(),
+            ai_model: String::new(),
+            cdn: spike_preview::npm::DEFAULT_CDN.to_owned(),
         }
     }
+}
+
+/// Checks that `url` is an absolute `http` or `https` URL with a host and no query.
+fn http_url(url: &str) -> Result<(), String> {
+    let parsed = tauri::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?} has a query or fragment"));
+    }
+    Ok(())
 }
 
 /// Why settings were refused.
@@ -87,7 +114,32 @@ impl Settings {
                 return invalid("server", &e.to_string());
             }
         }
+        if let Err(e) = self.ai_provider.parse::<spike_ai::ProviderKind>() {
+            return invalid("aiProvider", &e.to_string());
+        }
+        if !self.ai_base_url.is_empty() {
+            if let Err(reason) = http_url(&self.ai_base_url) {
+                return invalid("aiBaseUrl", &reason);
+            }
+        }
+        if self
+            .ai_model
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return invalid("aiModel", "has spaces or control characters");
+        }
+        if let Err(reason) = http_url(&self.cdn) {
+            return invalid("cdn", &reason);
+        }
         Ok(())
+    }
+
+    /// The assistant's provider kind (validated: `openai` when the field is unparsable).
+    pub fn ai_kind(&self) -> spike_ai::ProviderKind {
+        self.ai_provider
+            .parse()
+            .unwrap_or(spike_ai::ProviderKind::Openai)
     }
 
     /// Reads `path`. A missing file gives the defaults; an unreadable or malformed one is moved
@@ -155,6 +207,10 @@ mod tests {
             server: "ws://10.0.0.2:8717/rooms".into(),
             format_on_save: false,
             last_room: Some(RoomLink::new("ws://127.0.0.1:8717/rooms", "demo").expect("link")),
+            ai_provider: "anthropic".into(),
+            ai_base_url: "https://llm.example.com".into(),
+            ai_model: "claude-3-5-haiku-latest".into(),
+            cdn: "http://127.0.0.1:9000".into(),
         };
         settings.save(&path)?;
         assert_eq!(Settings::load(&path), settings);
@@ -193,6 +249,38 @@ mod tests {
             }),
             "server"
         );
+        for (bad, name) in [
+            (
+                Settings {
+                    ai_provider: "gpt".into(),
+                    ..base.clone()
+                },
+                "aiProvider",
+            ),
+            (
+                Settings {
+                    ai_base_url: "ftp://x".into(),
+                    ..base.clone()
+                },
+                "aiBaseUrl",
+            ),
+            (
+                Settings {
+                    ai_model: "two words".into(),
+                    ..base.clone()
+                },
+                "aiModel",
+            ),
+            (
+                Settings {
+                    cdn: "esm.sh".into(),
+                    ..base.clone()
+                },
+                "cdn",
+            ),
+        ] {
+            assert_eq!(field(bad), name);
+        }
         assert!(base.validate().is_ok());
     }
 

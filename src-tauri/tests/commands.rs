@@ -438,3 +438,291 @@ fn a_view_link_opens_the_room_read_only_and_it_still_follows_editors() {
         s.room().read("from-editor.ts").as_deref() == Some("export const seen = true;\n")
     });
 }
+
+/// A model server on loopback speaking OpenAI's streamed Chat Completions: each connection gets
+/// the next of `replies` (SSE `data:` events, sent as they are); every request body is kept.
+/// A reply of `None` holds the connection open without answering (until the client hangs up).
+struct ModelServer {
+    base: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    hung_up: std::sync::mpsc::Receiver<()>,
+}
+
+impl ModelServer {
+    fn start(replies: Vec<Option<Vec<Value>>>) -> Self {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        let (hung_tx, hung_up) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (stream, reply) in listener.incoming().zip(replies) {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).expect("body");
+                kept.lock()
+                    .expect("bodies")
+                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                stream.write_all(head.as_bytes()).expect("head");
+                match reply {
+                    Some(events) => {
+                        for event in events {
+                            let _ = stream.write_all(format!("data: {event}\n\n").as_bytes());
+                        }
+                        let _ = stream.write_all(b"data: [DONE]\n\n");
+                    }
+                    None => {
+                        // Hold the answer back until the client closes the connection.
+                        let mut rest = [0u8; 64];
+                        while reader
+                            .get_mut()
+                            .read(&mut rest)
+                            .map(|n| n > 0)
+                            .unwrap_or(false)
+                        {}
+                        let _ = hung_tx.send(());
+                    }
+                }
+            }
+        });
+        Self {
+            base,
+            bodies,
+            hung_up,
+        }
+    }
+}
+
+/// OpenAI stream events: `text`, then one `search_replace` call whose arguments arrive in two
+/// pieces, then the stop.
+fn text_then_search_replace(text: &str, search: &str, replace: &str) -> Vec<Value> {
+    let args = json!({"path": "App.tsx", "search": search, "replace": replace}).to_string();
+    let (a, b) = args.split_at(20);
+    vec![
+        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]}),
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "search_replace", "arguments": a}}]}, "finish_reason": null}]}),
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": b}}]}, "finish_reason": null}]}),
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+    ]
+}
+
+/// A Channel collecting the assistant's events as JSON.
+fn ai_events() -> (
+    tauri::ipc::Channel<spike_desktop::AiEvent>,
+    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let channel = tauri::ipc::Channel::new(move |body| {
+        if let tauri::ipc::InvokeResponseBody::Json(json) = body {
+            sink.lock()
+                .expect("events")
+                .push(serde_json::from_str(&json).unwrap_or(Value::Null));
+        }
+        Ok(())
+    });
+    (channel, got)
+}
+
+fn until_event(events: &std::sync::Mutex<Vec<Value>>, what: &str, kind: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(e) = events
+            .lock()
+            .expect("events")
+            .iter()
+            .find(|e| e["type"] == kind)
+        {
+            return e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            events.lock().expect("events")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_assistant_proposes_a_diff_and_an_accepted_edit_reaches_a_collaborator() {
+    let t = TestApp::start("assisted");
+    let model = ModelServer::start(vec![
+        Some(text_then_search_replace(
+            "Renaming the title.",
+            "\"Hello from Spike\"",
+            "\"Hello from the assistant\"",
+        )),
+        None,
+    ]);
+    let mut settings = t.invoke("get_settings", json!({})).expect("settings");
+    settings["aiProvider"] = json!("compatible");
+    settings["aiBaseUrl"] = json!(format!("{}/", model.base));
+    settings["aiModel"] = json!("local-coder");
+    t.invoke("save_settings", json!({"settings": settings}))
+        .expect("save the assistant settings");
+
+    let err = t
+        .invoke(
+            "ai_ask",
+            json!({"prompt": "  ", "file": null, "events": "__CHANNEL__:1"}),
+        )
+        .expect_err("an empty question");
+    assert_eq!(err["kind"], "bad-request");
+
+    let (channel, events) = ai_events();
+    t.shell()
+        .ask_ai("Rename the title".into(), Some("App.tsx".into()), channel)
+        .expect("ask");
+    let proposal = until_event(&events, "the proposal", "proposal");
+    until_event(&events, "the end of the answer", "done");
+    assert_eq!(
+        events.lock().expect("events")[0],
+        json!({"type": "text", "delta": "Renaming the title."})
+    );
+    let file = &proposal["proposal"]["files"][0];
+    assert_eq!(file["path"], "App.tsx");
+    assert_eq!(file["created"], false);
+    let diff = file["diff"].as_str().expect("diff");
+    assert!(
+        diff.starts_with("--- a/App.tsx\n+++ b/App.tsx\n@@ "),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("\n-  const [title, setTitle] = useState(\"Hello from Spike\");\n+  const [title, setTitle] = useState(\"Hello from the assistant\");\n"),
+        "{diff}"
+    );
+    // What the model was sent: the system prompt, the question with the numbered open file,
+    // the four editing tools, and the configured model.
+    let sent = model.bodies.lock().expect("bodies")[0].clone();
+    assert_eq!(sent["model"], "local-coder");
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["messages"][0]["role"], "system");
+    let question = sent["messages"][1]["content"].as_str().expect("question");
+    assert!(
+        question.starts_with("Rename the title\n\nFiles in the room: App.tsx, "),
+        "{question}"
+    );
+    assert!(
+        question.contains("The open file, `App.tsx` (line numbers added):\n   1 | import"),
+        "{question}"
+    );
+    let tools: Vec<&str> = sent["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "read_file",
+            "replace_range",
+            "search_replace",
+            "create_file"
+        ]
+    );
+
+    // Nothing changed until accepted; then a collaborator sees the edit.
+    assert!(t
+        .shell()
+        .room()
+        .read("App.tsx")
+        .is_some_and(|s| s.contains("\"Hello from Spike\"")));
+    let share = t.invoke("share_room", json!({})).expect("share");
+    let runtime = tauri::async_runtime::handle();
+    let _entered = runtime.inner().enter();
+    let peer = spike_collab::Session::open(spike_collab::SessionConfig::new(
+        share["link"]["server"].as_str().expect("server"),
+        "assisted",
+    ))
+    .expect("a collaborator");
+    let id = proposal["proposal"]["id"].as_u64().expect("id");
+    assert_eq!(
+        t.invoke("ai_apply", json!({"id": id})).expect("apply"),
+        json!(["App.tsx"])
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !peer
+        .read("App.tsx")
+        .is_some_and(|s| s.contains("useState(\"Hello from the assistant\")"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the collaborator never saw the edit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let again = t
+        .invoke("ai_apply", json!({"id": id}))
+        .expect_err("applied once");
+    assert_eq!(again["kind"], "bad-request");
+
+    // Stop: the held-back answer's connection is closed.
+    let (channel, events) = ai_events();
+    let id = t
+        .shell()
+        .ask_ai("Another question".into(), None, channel)
+        .expect("ask");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.invoke("ai_stop", json!({"id": id})).expect("stop"), true);
+    assert_eq!(
+        until_event(&events, "the stop", "done"),
+        json!({"type": "done", "stop": "stopped"})
+    );
+    model
+        .hung_up
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the model server saw the connection close");
+}
+
+#[test]
+fn keys_live_in_the_keychain_or_the_refusal_says_why() {
+    let t = TestApp::start("keys");
+    let statuses = t.invoke("ai_key_status", json!({})).expect("status");
+    let providers: Vec<&str> = statuses
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|s| s["provider"].as_str())
+        .collect();
+    assert_eq!(providers, ["openai", "anthropic", "compatible"]);
+    let err = t
+        .invoke("ai_set_key", json!({"provider": "gpt", "key": "x"}))
+        .expect_err("unknown provider");
+    assert_eq!(err["kind"], "bad-request");
+    match t.invoke(
+        "ai_set_key",
+        json!({"provider": "anthropic", "key": "sk-ant-test"}),
+    ) {
+        // A desktop session with a Secret Service: stored, then removed again.
+        Ok(status) => {
+            assert_eq!(status["source"], "keychain");
+            t.invoke("ai_set_key", json!({"provider": "anthropic", "key": ""}))
+                .expect("delete");
+        }
+        // Headless (CI): no keychain service, and the message says what to do.
+        Err(err) => {
+            assert_eq!(err["kind"], "keychain", "{err}");
+            let message = err["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("no keychain service is available")
+                    && message.contains("or set the key in the environment"),
+                "{message}"
+            );
+        }
+    }
+}

@@ -212,6 +212,66 @@ skipped: Array<SkippedFile>,
  */
 recent: Array<string>, };
 
+export type ProposedFile = { 
+/**
+ * The file.
+ */
+path: string, 
+/**
+ * Whether the proposal creates it.
+ */
+created: boolean, 
+/**
+ * The change as a unified diff (3 lines of context).
+ */
+diff: string, };
+
+export type Proposal = { 
+/**
+ * Its id, for `ai_apply` / `ai_reject`.
+ */
+id: number, 
+/**
+ * One entry per file changed.
+ */
+files: Array<ProposedFile>, };
+
+export type AiEvent = { "type": "text", 
+/**
+ * The new text.
+ */
+delta: string, } | { "type": "reading", 
+/**
+ * The file.
+ */
+path: string, } | { "type": "proposal", 
+/**
+ * The changes.
+ */
+proposal: Proposal, } | { "type": "done", 
+/**
+ * Why it ended.
+ */
+stop: string, } | { "type": "error", 
+/**
+ * What went wrong, for a person.
+ */
+message: string, };
+
+export type KeyStatus = { 
+/**
+ * `openai`, `anthropic` or `compatible`.
+ */
+provider: string, 
+/**
+ * `keychain`, `environment` or `none`.
+ */
+source: "keychain" | "environment" | "none", 
+/**
+ * Why the keychain could not be read, when it could not (no keychain service, locked).
+ */
+keychainError: string | null, };
+
 export type Settings = { 
 /**
  * The name peers see; empty means the login name.
@@ -233,13 +293,31 @@ formatOnSave: boolean,
 /**
  * The room that was open last, reopened at start.
  */
-lastRoom?: RoomLink, };
+lastRoom?: RoomLink, 
+/**
+ * The assistant's API: `openai`, `anthropic` or `compatible` (any OpenAI-compatible
+ * server: Ollama, llama.cpp, LM Studio, vLLM).
+ */
+aiProvider: "openai" | "anthropic" | "compatible", 
+/**
+ * The assistant API's base URL; empty means the provider's own (Ollama's for
+ * `compatible`).
+ */
+aiBaseUrl: string, 
+/**
+ * The assistant's model id; empty means the provider's default.
+ */
+aiModel: string, 
+/**
+ * The ESM CDN npm packages in the preview come from (esm.sh's interface).
+ */
+cdn: string, };
 
 export type ErrorReply = { 
 /**
  * Which kind of failure.
  */
-kind: "transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror", 
+kind: "transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror" | "ai" | "keychain", 
 /**
  * The error in a sentence.
  */

@@ -8,6 +8,7 @@ import * as Y from "yjs";
 import { createEditor, setReadOnly, showDiagnostics } from "./editor";
 import { buildTree, offsetOf, relativeSelection, resolveSelection, type TreeNode } from "./model";
 import { type RemoteCursor, setRemoteCursors } from "./presence";
+import { bindAssistant } from "./assistant";
 import { bindMirror, bindRoomControls, bindSettings } from "./rooms";
 import { Shell, SHELL_ORIGIN } from "./shell";
 import { type Diagnostic, isDesktopError, type Peer, type PreviewReport, type Settings, type ShellEvent } from "./types";
@@ -54,6 +55,7 @@ class Workbench {
     this.settings = await this.shell.getSettings();
     bindRoomControls(this.shell);
     this.onMirrorLine = bindMirror(this.shell, () => this.room);
+    bindAssistant(this.shell, () => this.active);
     bindSettings(
       this.shell,
       () => this.settings,
@@ -498,6 +500,9 @@ class Workbench {
         for (const t of document.querySelectorAll(".panel-tab")) t.classList.toggle("active", t === tab);
         $("problems").hidden = tab.dataset.panel !== "problems";
         $("console").hidden = tab.dataset.panel !== "console";
+        $("assistant").hidden = tab.dataset.panel !== "assistant";
+        document.documentElement.dataset.panel = tab.dataset.panel ?? "";
+        if (tab.dataset.panel === "assistant") $("ai-prompt").focus();
       });
     }
   }

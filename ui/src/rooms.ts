@@ -95,6 +95,33 @@ export function bindSettings(shell: Shell, current: () => Settings | null, onSav
   const color = $<HTMLInputElement>("settings-color");
   const server = $<HTMLInputElement>("settings-server");
   const format = $<HTMLInputElement>("settings-format");
+  const cdn = $<HTMLInputElement>("settings-cdn");
+  const aiProvider = $<HTMLSelectElement>("settings-ai-provider");
+  const aiBaseUrl = $<HTMLInputElement>("settings-ai-base-url");
+  const aiModel = $<HTMLInputElement>("settings-ai-model");
+  const aiKey = $<HTMLInputElement>("settings-ai-key");
+  const keyStatus = $("settings-ai-key-status");
+  const showKeyStatus = async () => {
+    try {
+      const all = await shell.aiKeyStatus();
+      const status = all.find((k) => k.provider === aiProvider.value);
+      if (!status) return;
+      const where = { keychain: "a key is saved in the keychain", environment: "the key comes from the environment", none: "no key yet" }[status.source];
+      keyStatus.textContent = status.keychainError && status.source !== "keychain" ? `${where}; ${status.keychainError}` : where;
+    } catch (e) {
+      keyStatus.textContent = message(e);
+    }
+  };
+  aiProvider.addEventListener("change", () => void showKeyStatus());
+  $("settings-ai-key-save").addEventListener("click", async () => {
+    try {
+      await shell.aiSetKey(aiProvider.value, aiKey.value);
+      aiKey.value = "";
+      await showKeyStatus();
+    } catch (e) {
+      keyStatus.textContent = message(e);
+    }
+  });
   $("settings-button").addEventListener("click", () => {
     const s = current();
     if (!s) return;
@@ -102,6 +129,12 @@ export function bindSettings(shell: Shell, current: () => Settings | null, onSav
     color.value = s.color || "#f59e0b";
     server.value = s.server;
     format.checked = s.formatOnSave;
+    cdn.value = s.cdn;
+    aiProvider.value = s.aiProvider;
+    aiBaseUrl.value = s.aiBaseUrl;
+    aiModel.value = s.aiModel;
+    aiKey.value = "";
+    void showKeyStatus();
     showError("settings-error", null);
     dialog.showModal();
     name.focus();
@@ -118,6 +151,10 @@ export function bindSettings(shell: Shell, current: () => Settings | null, onSav
         color: color.value,
         server: server.value.trim(),
         formatOnSave: format.checked,
+        cdn: cdn.value.trim(),
+        aiProvider: aiProvider.value as Settings["aiProvider"],
+        aiBaseUrl: aiBaseUrl.value.trim(),
+        aiModel: aiModel.value.trim(),
       });
       onSaved(saved);
       dialog.close();

@@ -7,7 +7,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import * as Y from "yjs";
 
-import type { MirrorInfo, RelativePositionJSON, RoomLink, Settings, ShareInfo, ShellEvent } from "./types";
+import type { AiEvent, KeyStatus, MirrorInfo, RelativePositionJSON, RoomLink, Settings, ShareInfo, ShellEvent } from "./types";
 
 /** Transaction origin of updates that came from the shell (not echoed back, not undoable). */
 export const SHELL_ORIGIN = Symbol("shell");
@@ -119,6 +119,34 @@ export class Shell {
   /** The running folder mirror, if any. */
   mirrorStatus(): Promise<MirrorInfo | null> {
     return invoke<MirrorInfo | null>("mirror_status");
+  }
+
+  /** Asks the assistant; its answer streams to `onEvent`. Resolves to the request id. */
+  aiAsk(prompt: string, file: string | null, onEvent: (e: AiEvent) => void): Promise<number> {
+    const events = new Channel<AiEvent>(onEvent);
+    return invoke<number>("ai_ask", { prompt, file, events });
+  }
+
+  aiStop(id: number): Promise<boolean> {
+    return invoke<boolean>("ai_stop", { id });
+  }
+
+  /** Applies an assistant proposal to the room (queued after this replica's edits). */
+  aiApply(id: number): Promise<string[]> {
+    return this.queue.run(() => invoke<string[]>("ai_apply", { id }));
+  }
+
+  aiReject(id: number): Promise<boolean> {
+    return invoke<boolean>("ai_reject", { id });
+  }
+
+  aiKeyStatus(): Promise<KeyStatus[]> {
+    return invoke<KeyStatus[]>("ai_key_status");
+  }
+
+  /** Saves (or, with "", deletes) a provider's API key in the system keychain. */
+  aiSetKey(provider: string, key: string): Promise<KeyStatus> {
+    return invoke<KeyStatus>("ai_set_key", { provider, key });
   }
 
   reloadPreview(): Promise<number> {

@@ -184,6 +184,21 @@ pub trait Provider: Send + Sync {
         -> BoxFuture<'a, Result<ChatStream, AiError>>;
 }
 
+/// A boxed provider (what [`crate::ProviderKind::build`] returns) is a provider, so it can be
+/// routed like any other.
+impl<P: Provider + ?Sized> Provider for Box<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn stream<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, AiError>> {
+        (**self).stream(request)
+    }
+}
+
 /// Connection settings shared by the HTTP providers.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
