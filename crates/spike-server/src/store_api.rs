@@ -380,7 +380,9 @@ async fn read(
     } else if method == Method::HEAD {
         (StatusCode::OK, out).into_response()
     } else {
-        (StatusCode::OK, out, body).into_response()
+        // A plain `Body`: `Bytes` would add `Content-Type: application/octet-stream` to an
+        // entry that was stored without one.
+        (StatusCode::OK, out, Body::from(body)).into_response()
     })
 }
 

@@ -57,7 +57,8 @@ pub struct RemoteConfig {
     pub max_retry_after: Duration,
     /// Consecutive failed attempts that open the breaker. Default 5.
     pub breaker_failures: u32,
-    /// How long the breaker first stays open before a trial call. Default 2 s.
+    /// How long the breaker first stays open before a trial call; at least 1 s (failsafe's
+    /// backoff counts whole seconds). Default 2 s.
     pub breaker_open_for: Duration,
     /// The longest it stays open (the wait doubles while trials fail). Default 60 s.
     pub breaker_max_open: Duration,
@@ -179,12 +180,19 @@ impl failsafe::FailurePredicate<Attempt> for IsTransient {
     }
 }
 
+/// A response's `ETag`, unquoted.
+fn etag_of(headers: &HeaderMap) -> Option<ETag> {
+    let text = headers.get(ETAG)?.to_str().ok()?.trim();
+    Some(ETag::from_raw(
+        text.trim_start_matches("W/").trim_matches('"'),
+    ))
+}
+
 /// A response's meta headers (see `spike_server::store_api`).
 fn meta_of(headers: &HeaderMap, body_len: Option<u64>) -> Result<Meta, StoreError> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let number = |name: &str| text(name).and_then(|v| v.trim().parse::<u64>().ok());
-    let etag = text(ETAG.as_str())
-        .map(|t| ETag::from_raw(t.trim().trim_start_matches("W/").trim_matches('"')))
+    let etag = etag_of(headers)
         .ok_or_else(|| StoreError::backend(NAME, "the server's answer has no ETag"))?;
     let size = number("spike-size")
         .or(body_len)
@@ -261,9 +269,11 @@ impl RemoteTier {
             remote: base.as_str().trim_end_matches('/').into(),
             state: Arc::new(AtomicU8::new(BreakerState::Closed as u8)),
         };
+        // failsafe's exponential backoff counts whole seconds and panics below one.
+        let open_for = config.breaker_open_for.max(Duration::from_secs(1));
         let policy = failure_policy::consecutive_failures(
             config.breaker_failures.max(1),
-            backoff::exponential(config.breaker_open_for, config.breaker_max_open),
+            backoff::exponential(open_for, config.breaker_max_open.max(open_for)),
         );
         let breaker = Config::new()
             .failure_policy(policy)
@@ -445,7 +455,7 @@ impl RemoteTier {
             },
             StatusCode::PRECONDITION_FAILED => StoreError::PreconditionFailed {
                 key: key.to_owned(),
-                current: meta_of(&answer.headers, None).ok().map(|m| m.etag),
+                current: etag_of(&answer.headers),
             },
             StatusCode::PAYLOAD_TOO_LARGE => StoreError::TooLarge {
                 size: 0,
