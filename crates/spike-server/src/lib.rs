@@ -247,7 +247,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the data folder. Errors: [`ServerError::Io`].
+    /// Creates the data folder, and the blob/KV backing store when none is configured
+    /// (`<data>/objects`). Errors: [`ServerError::Io`], [`ServerError::Store`].
     pub fn new(mut config: ServerConfig) -> Result<Self, ServerError> {
         std::fs::create_dir_all(config.data_dir.join("rooms"))?;
         config.store = config.store.resolved(&config.data_dir)?;

@@ -435,28 +435,29 @@ impl Tier for ObjectTier {
             options.ttl = None;
         }
         let _guard = self.lock_for(&path).lock().await;
-        let current = match (key, &options.condition) {
-            (Key::Blob(_), _) | (_, Condition::IfMatch(_)) => self.read(&path).await?,
+        if matches!(key, Key::Blob(_)) {
+            // A blob's bytes are fixed by its name: one that exists is kept (only its meta read).
+            if let Some(meta) = self.head(key).await? {
+                return match &options.condition {
+                    Condition::IfAbsent => Err(StoreError::PreconditionFailed {
+                        key: key.to_string(),
+                        current: Some(meta.etag),
+                    }),
+                    Condition::IfMatch(want) if *want != meta.etag => {
+                        Err(StoreError::PreconditionFailed {
+                            key: key.to_string(),
+                            current: Some(meta.etag),
+                        })
+                    }
+                    _ => Ok(meta),
+                };
+            }
+        }
+        let current = match &options.condition {
+            Condition::IfMatch(_) => self.read(&path).await?,
             _ => None,
         };
         let mode = match (&options.condition, &current) {
-            (_, Some((entry, _))) if matches!(key, Key::Blob(_)) => {
-                if let Condition::IfMatch(want) = &options.condition {
-                    if *want != entry.meta.etag {
-                        return Err(StoreError::PreconditionFailed {
-                            key: key.to_string(),
-                            current: Some(entry.meta.etag.clone()),
-                        });
-                    }
-                }
-                if options.condition == Condition::IfAbsent {
-                    return Err(StoreError::PreconditionFailed {
-                        key: key.to_string(),
-                        current: Some(entry.meta.etag.clone()),
-                    });
-                }
-                return Ok(entry.meta.clone());
-            }
             (Condition::None, _) => PutMode::Overwrite,
             (Condition::IfAbsent, _) => PutMode::Create,
             (Condition::IfMatch(_), None) => {

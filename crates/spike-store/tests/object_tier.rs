@@ -66,3 +66,39 @@ async fn object_tier_on_s3_passes_the_suite() -> Result<(), Box<dyn std::error::
     );
     Ok(())
 }
+
+/// What makes conditions hold across processes on S3: the backend itself refuses a stale
+/// `PutMode::Update` and a `PutMode::Create` over an existing object (conditional writes,
+/// `If-Match` / `If-None-Match: *`), so `ObjectTier`'s in-process locks are not the only guard.
+#[tokio::test]
+async fn object_s3_backend_enforces_conditional_writes() -> Result<(), Box<dyn std::error::Error>> {
+    use object_store::{ObjectStore as _, PutMode, PutOptions as StorePut, UpdateVersion};
+    let moto = Moto::start()?;
+    moto.create_bucket("cond").await?;
+    let s3 = moto.s3("cond")?;
+    let path = object_store::path::Path::from("x");
+    let put = |mode| StorePut {
+        mode,
+        ..Default::default()
+    };
+    let first = s3.put_opts(&path, "1".into(), put(PutMode::Create)).await?;
+    let again = s3.put_opts(&path, "2".into(), put(PutMode::Create)).await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    let stale = UpdateVersion {
+        e_tag: first.e_tag.clone(),
+        version: first.version.clone(),
+    };
+    s3.put_opts(&path, "2".into(), put(PutMode::Update(stale.clone())))
+        .await?;
+    let late = s3
+        .put_opts(&path, "3".into(), put(PutMode::Update(stale)))
+        .await;
+    assert!(
+        matches!(late, Err(object_store::Error::Precondition { .. })),
+        "{late:?}"
+    );
+    Ok(())
+}

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use spike_server::auth::{Claims, Role, Secret, TokenKey};
 use spike_server::{Access, Server, ServerConfig};
 use spike_store::conformance::check_tier;
@@ -118,6 +119,10 @@ async fn black_hole(addr: SocketAddr) -> Result<JoinHandle<()>, Box<dyn std::err
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back() -> TestResult {
+    // nextest runs each test in its own process, so this recorder sees this test only.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install()?;
     let dir = tempfile::tempdir()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -193,5 +198,57 @@ async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back
     };
     assert_eq!(&entry.body[..], b"before");
     assert_eq!(remote.breaker_state(), BreakerState::Closed);
+
+    let metrics = snapshotter.snapshot().into_vec();
+    let counter = |name: &str, label: Option<(&str, &str)>| -> u64 {
+        metrics
+            .iter()
+            .filter(|(key, _, _, _)| key.key().name() == name)
+            .filter(|(key, _, _, _)| {
+                label
+                    .is_none_or(|(k, v)| key.key().labels().any(|l| l.key() == k && l.value() == v))
+            })
+            .map(|(_, _, _, value)| match value {
+                DebugValue::Counter(n) => *n,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(
+        counter(
+            "spike_store_breaker_transitions_total",
+            Some(("state", "open"))
+        ),
+        2
+    );
+    assert!(
+        counter(
+            "spike_store_breaker_transitions_total",
+            Some(("state", "half_open"))
+        ) >= 2
+    );
+    // failsafe reports "closed" once when the breaker is built, then once per recovery.
+    assert_eq!(
+        counter(
+            "spike_store_breaker_transitions_total",
+            Some(("state", "closed"))
+        ),
+        2
+    );
+    assert!(counter("spike_store_breaker_rejections_total", None) >= 5);
+    assert!(counter("spike_store_hits_total", None) >= 1);
+    assert!(counter("spike_store_errors_total", Some(("kind", "unavailable"))) >= 7);
+    let latencies = metrics
+        .iter()
+        .filter(|(key, _, _, _)| key.key().name() == "spike_store_latency_seconds")
+        .map(|(_, _, _, value)| match value {
+            DebugValue::Histogram(samples) => samples.len(),
+            _ => 0,
+        })
+        .sum::<usize>();
+    assert!(
+        latencies >= 8,
+        "every call's latency is recorded ({latencies})"
+    );
     running.stop().await
 }
