@@ -200,10 +200,18 @@ async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back
     assert_eq!(remote.breaker_state(), BreakerState::Closed);
 
     let metrics = snapshotter.snapshot().into_vec();
+    let this_remote = format!("http://{addr}");
     let counter = |name: &str, label: Option<(&str, &str)>| -> u64 {
         metrics
             .iter()
             .filter(|(key, _, _, _)| key.key().name() == name)
+            // Breaker metrics carry the remote: count this test's only (under `cargo test`
+            // the other test of this binary shares the recorder).
+            .filter(|(key, _, _, _)| {
+                key.key()
+                    .labels()
+                    .all(|l| l.key() != "remote" || l.value() == this_remote)
+            })
             .filter(|(key, _, _, _)| {
                 label
                     .is_none_or(|(k, v)| key.key().labels().any(|l| l.key() == k && l.value() == v))
