@@ -20,7 +20,7 @@
 //! rustls/ring, a per-call timeout, retries with backoff and jitter (backon) on network errors,
 //! 5xx and 429 (honouring `Retry-After`), ETag revalidation ([`RemoteTier::revalidate`]), and a
 //! circuit breaker (failsafe) so that an unreachable server costs one fast
-//! [`StoreError::Unavailable`]. The `test-support` feature adds [`conformance`]: the shared
+//! [`StoreError::Unavailable`]. The `test-support` feature adds `conformance`: the shared
 //! suite every tier passes, and a real S3-protocol server (moto) for tests.
 
 mod entry;
