@@ -22,6 +22,10 @@
 //! writers of one process; across processes they are atomic only where the backend has
 //! `Update` (S3), and `IfAbsent` everywhere.
 //!
+//! Metrics (`metrics` facade, label `tier="object"`): `spike_store_hits_total` and
+//! `spike_store_misses_total` (reads), `spike_store_read_bytes_total` and
+//! `spike_store_written_bytes_total` (bodies), `spike_store_latency_seconds{op}` (a histogram).
+//!
 //! Limits: a key segment longer than the file system allows (255 bytes on most) fails on the
 //! local backend with [`StoreError::Backend`].
 
@@ -251,6 +255,20 @@ impl ObjectTier {
     }
 }
 
+/// Counts a read that found `found` bytes (`None`: a miss) and its latency.
+fn record_read(started: std::time::Instant, op: &'static str, found: Option<usize>) {
+    match found {
+        Some(bytes) => {
+            metrics::counter!("spike_store_hits_total", "tier" => NAME).increment(1);
+            metrics::counter!("spike_store_read_bytes_total", "tier" => NAME)
+                .increment(bytes as u64);
+        }
+        None => metrics::counter!("spike_store_misses_total", "tier" => NAME).increment(1),
+    }
+    metrics::histogram!("spike_store_latency_seconds", "tier" => NAME, "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
 fn is_loopback_http(endpoint: &str) -> bool {
     let Some(rest) = endpoint.strip_prefix("http://") else {
         return false;
@@ -403,7 +421,10 @@ impl Tier for ObjectTier {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-        Ok(self.read(&object_path(key)).await?.map(|(entry, _)| entry))
+        let started = std::time::Instant::now();
+        let found = self.read(&object_path(key)).await?.map(|(entry, _)| entry);
+        record_read(started, "get", found.as_ref().map(|e| e.body.len()));
+        Ok(found)
     }
 
     async fn head(&self, key: &Key) -> Result<Option<Meta>, StoreError> {
@@ -480,10 +501,17 @@ impl Tier for ObjectTier {
                 }
             }
         };
+        let started = std::time::Instant::now();
         let meta = Meta::for_body(&body, &options);
         let envelope = seal_envelope(&meta, &body)?;
         match self.write(&path, envelope, mode).await {
-            Ok(()) => Ok(meta),
+            Ok(()) => {
+                metrics::counter!("spike_store_written_bytes_total", "tier" => NAME)
+                    .increment(meta.size);
+                metrics::histogram!("spike_store_latency_seconds", "tier" => NAME, "op" => "put")
+                    .record(started.elapsed().as_secs_f64());
+                Ok(meta)
+            }
             Err(StoreError::PreconditionFailed { .. }) => {
                 Err(self.precondition_failed(key, &path).await)
             }

@@ -13,6 +13,7 @@
 //!
 //! Metrics (`metrics` facade, label `tier="remote"`): `spike_store_hits_total`,
 //! `spike_store_misses_total` (reads; a revalidation that finds the copy current is a hit),
+//! `spike_store_read_bytes_total` and `spike_store_written_bytes_total` (bodies),
 //! `spike_store_errors_total{kind}`, `spike_store_latency_seconds{op}` (a histogram, per call
 //! including retries), `spike_store_breaker_transitions_total{remote,state}`,
 //! `spike_store_breaker_open{remote}` (a gauge, 1 while open) and
@@ -525,6 +526,8 @@ impl Tier for RemoteTier {
         match answer.status {
             StatusCode::OK => {
                 Self::count_read(true);
+                metrics::counter!("spike_store_read_bytes_total", "tier" => NAME)
+                    .increment(answer.body.len() as u64);
                 let meta = meta_of(&answer.headers, Some(answer.body.len() as u64))?;
                 Ok(Some(Entry {
                     meta,
@@ -620,6 +623,8 @@ impl Tier for RemoteTier {
                 ));
             }
         }
+        metrics::counter!("spike_store_written_bytes_total", "tier" => NAME)
+            .increment(body.len() as u64);
         let mut meta = meta_of(&answer.headers, Some(body.len() as u64))?;
         meta.content_type = options.content_type;
         Ok(meta)

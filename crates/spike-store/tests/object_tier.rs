@@ -7,6 +7,9 @@ use spike_store::{Key, ObjectTier, PutOptions, Tier};
 #[tokio::test]
 async fn object_tier_on_a_local_folder_passes_the_suite() -> Result<(), Box<dyn std::error::Error>>
 {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install()?;
     let dir = tempfile::tempdir()?;
     let tier = ObjectTier::from_url(&dir.path().join("objects").display().to_string())?;
     check_tier(&tier).await;
@@ -20,6 +23,24 @@ async fn object_tier_on_a_local_folder_passes_the_suite() -> Result<(), Box<dyn 
         .path()
         .join("objects/kv/conformance/esm.sh/react@19.1.0/index.js~")
         .is_file());
+
+    // The suite's reads and writes are counted (at least: other tests may share the recorder
+    // under `cargo test`).
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counted = |name: &str| -> u64 {
+        snapshot
+            .iter()
+            .filter(|(k, _, _, _)| k.key().name() == name)
+            .map(|(_, _, _, v)| match v {
+                metrics_util::debugging::DebugValue::Counter(n) => *n,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert!(counted("spike_store_hits_total") >= 10);
+    assert!(counted("spike_store_misses_total") >= 5);
+    assert!(counted("spike_store_written_bytes_total") >= 3000);
+    assert!(counted("spike_store_read_bytes_total") >= 3000);
     Ok(())
 }
 
