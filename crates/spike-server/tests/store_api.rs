@@ -102,6 +102,21 @@ async fn scenario(base: &str) -> TestResult {
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(header(&head, "spike-size"), body.len().to_string());
     assert!(head.bytes().await?.is_empty());
+    // Past axum's default 2 MB extractor limit: the API's own limit (64 MiB) is the one applied.
+    let large: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let put = http
+        .put(format!("{base}/v1/blobs"))
+        .body(large.clone())
+        .send()
+        .await?;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let large_hash = BlobHash::of(&large);
+    let got = http
+        .get(format!("{base}/v1/blobs/{large_hash}"))
+        .send()
+        .await?;
+    assert_eq!(got.bytes().await?.to_vec(), large);
+
     let missing = BlobHash::of(b"never stored");
     let get = http
         .get(format!("{base}/v1/blobs/{missing}"))
