@@ -28,6 +28,11 @@ pub struct Args {
     /// Serve without tokens: anyone who reaches the server edits every room. Loopback only.
     #[arg(long)]
     open: bool,
+    /// Backing store of the blob/KV API (`/v1/blobs`, `/v1/kv`): a folder, `file:///path`, or
+    /// `s3://bucket/prefix` (credentials and region from `AWS_*`; `AWS_ENDPOINT_URL` for R2 or
+    /// MinIO). Default: `<data>/objects`.
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -54,6 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.access = access;
         config.check_listen(args.listen)?;
         config.unload_grace = Duration::from_secs(args.unload_after);
+        if let Some(url) = &args.object_store {
+            let tier = spike_store::ObjectTier::from_url(url)
+                .with_context(|| format!("opening the object store {url}"))?;
+            config.store.backend = Some(std::sync::Arc::new(tier));
+        }
         let server = spike_server::Server::new(config)
             .with_context(|| format!("opening the data folder {}", args.data.display()))?;
         let listener = tokio::net::TcpListener::bind(args.listen)

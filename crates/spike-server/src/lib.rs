@@ -15,6 +15,11 @@
 //! A `view` connection receives everything and may publish awareness, but its document updates
 //! are dropped and answered with the y-protocols permission-denied auth message.
 //!
+//! Blobs and KV entries ([`store_api`]): `PUT /v1/blobs`, `GET|HEAD /v1/blobs/<hash>`,
+//! `GET|HEAD|PUT|DELETE /v1/kv/<namespace>/<key…>` and `GET /v1/kv/<namespace>?prefix=`, over
+//! [`ServerConfig::store`] (by default an object store in `<data>/objects`), behind the same
+//! tokens as rooms.
+//!
 //! Each open room is one actor (a thread owning the yrs document, the awareness and the room's
 //! SQLite log, `<data>/rooms/<room>.sqlite3`). It loads the log before it answers any message,
 //! persists every update (WAL, `synchronous = NORMAL`: durable against a process crash) before broadcasting it or answering a later
@@ -39,6 +44,7 @@
 pub mod auth;
 mod conn;
 mod room;
+pub mod store_api;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -71,6 +77,9 @@ pub enum ServerError {
     /// The secret could not be read or generated.
     #[error(transparent)]
     Secret(#[from] auth::SecretError),
+    /// The blob/KV backing store could not be opened.
+    #[error(transparent)]
+    Store(#[from] spike_store::ObjectUrlError),
 }
 
 /// Who may join rooms.
@@ -180,6 +189,9 @@ pub struct ServerConfig {
     pub templates: Vec<Template>,
     /// Who may join. Default: [`Access::Open`].
     pub access: Access,
+    /// The blob/KV API's backing store and size limits. Default: an object store on
+    /// `<data_dir>/objects`.
+    pub store: store_api::StoreConfig,
 }
 
 impl ServerConfig {
@@ -192,6 +204,7 @@ impl ServerConfig {
             compact_after: spike_collab::DEFAULT_COMPACT_AFTER,
             templates: vec![Template::example()],
             access: Access::Open,
+            store: store_api::StoreConfig::default(),
         }
     }
 
@@ -234,9 +247,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the data folder. Errors: [`ServerError::Io`].
-    pub fn new(config: ServerConfig) -> Result<Self, ServerError> {
+    /// Creates the data folder, and the blob/KV backing store when none is configured
+    /// (`<data>/objects`). Errors: [`ServerError::Io`], [`ServerError::Store`].
+    pub fn new(mut config: ServerConfig) -> Result<Self, ServerError> {
         std::fs::create_dir_all(config.data_dir.join("rooms"))?;
+        config.store = config.store.resolved(&config.data_dir)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -249,11 +264,12 @@ impl Server {
         })
     }
 
-    /// The axum router: `/rooms/{room}` and `/healthz`.
+    /// The axum router: `/rooms/{room}`, `/healthz` and the blob/KV API ([`store_api`]).
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/rooms/{room}", get(conn::upgrade))
+            .merge(store_api::routes())
             .with_state(self.inner.clone())
     }
 

@@ -12,13 +12,30 @@
 //! and write-through, fastest first: memory → local SQLite → the room server's HTTP API → (on the
 //! server) object storage. Every tier speaks the same [`Meta`], [`Entry`] and [`StoreError`], so a
 //! tier can be tested with the same suite as any other.
+//!
+//! This crate holds two of the tiers. [`ObjectTier`] is the server's backing store over the
+//! `object_store` crate: a local folder by default, or S3 / R2 / MinIO by URL
+//! ([`ObjectTier::from_url`]); meta travels in an envelope inside each object. [`RemoteTier`]
+//! is a client of the room server's blob/KV HTTP API (`/v1/blobs`, `/v1/kv`): reqwest on
+//! rustls/ring, a per-call timeout, retries with backoff and jitter (backon) on network errors,
+//! 5xx and 429 (honouring `Retry-After`), ETag revalidation ([`RemoteTier::revalidate`]), and a
+//! circuit breaker (failsafe) so that an unreachable server costs one fast
+//! [`StoreError::Unavailable`]. The `test-support` feature adds `conformance`: the shared
+//! suite every tier passes, and a real S3-protocol server (moto) for tests.
 
 mod entry;
 mod error;
 mod key;
+mod object;
+mod remote;
 mod tier;
+
+#[cfg(feature = "test-support")]
+pub mod conformance;
 
 pub use entry::{Condition, ETag, Entry, Freshness, Listed, Meta, PutOptions};
 pub use error::StoreError;
 pub use key::{BlobHash, Key, KvKey, Prefix};
-pub use tier::{check_blob, Tier};
+pub use object::{ObjectTier, ObjectUrlError};
+pub use remote::{BreakerState, RemoteConfig, RemoteTier};
+pub use tier::{check_blob, Revalidated, Tier};

@@ -2,7 +2,19 @@
 
 use bytes::Bytes;
 
-use crate::{Condition, Entry, Key, Listed, Meta, Prefix, PutOptions, StoreError};
+use crate::{Condition, ETag, Entry, Key, Listed, Meta, Prefix, PutOptions, StoreError};
+
+/// The answer to [`Tier::revalidate`]: whether a copy the caller holds is still current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revalidated {
+    /// The caller's copy (the ETag it sent) is current; here is the tier's meta for it (its
+    /// expiry may have moved on).
+    NotModified(Meta),
+    /// The entry changed: the new one.
+    Modified(Entry),
+    /// The entry is gone.
+    Missing,
+}
 
 /// One tier of the store: memory, SQLite, the room server's HTTP API, an object store.
 ///
@@ -38,6 +50,17 @@ pub trait Tier: Send + Sync {
 
     /// The entries under `prefix`, in key order.
     async fn list(&self, prefix: &Prefix) -> Result<Vec<Listed>, StoreError>;
+
+    /// Whether the caller's copy of `key`, whose ETag is `etag`, is current (HTTP
+    /// `If-None-Match` revalidation, RFC 9110 §13.1.2). The default reads the entry; a remote
+    /// tier overrides it so that an unchanged entry costs a 304 without its body.
+    async fn revalidate(&self, key: &Key, etag: &ETag) -> Result<Revalidated, StoreError> {
+        Ok(match self.get(key).await? {
+            None => Revalidated::Missing,
+            Some(entry) if entry.meta.etag == *etag => Revalidated::NotModified(entry.meta),
+            Some(entry) => Revalidated::Modified(entry),
+        })
+    }
 }
 
 /// Checks the blob rule of [`Tier::put`]: `Ok` for KV keys and for blobs whose hash matches.
