@@ -1,0 +1,3 @@
+//! The tier latency bench (written later in this branch).
+
+fn main() {}
