@@ -451,10 +451,15 @@ impl Inner {
         }))
     }
 
-    /// Records a read for LRU. Failure (a full disk, another process holding the lock past the
-    /// timeout) costs only LRU accuracy, so it is logged, not returned.
+    /// Records a read for LRU. Skipped when this process is writing (a read never waits behind
+    /// a write; the next read records it); a failure (a full disk, another process holding the
+    /// lock past the timeout) costs only LRU accuracy, so it is logged, not returned.
     fn touch(&self, path: &str, now: i64) {
-        let conn = lock(&self.writer);
+        let conn = match self.writer.try_lock() {
+            Ok(conn) => conn,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         let touched = conn
             .prepare_cached(
                 "UPDATE entries SET accessed_at = ?2 WHERE key = ?1 AND accessed_at < ?2",
