@@ -377,3 +377,47 @@ fn two_processes_share_one_database() -> TestResult {
         Ok(())
     })
 }
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn sqlite_warns_when_it_moves_a_file_aside() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("store.db");
+    std::fs::write(&path, b"not a database")?;
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || open(&path))?;
+    let text = String::from_utf8(logs.0.lock().map_err(|_| "poisoned")?.clone())?;
+    assert!(text.contains("WARN"), "{text}");
+    assert!(text.contains("moved aside"), "{text}");
+    assert!(
+        text.contains("not a database"),
+        "the reason is logged: {text}"
+    );
+    assert!(
+        text.contains(".corrupt-"),
+        "where it went is logged: {text}"
+    );
+    Ok(())
+}
