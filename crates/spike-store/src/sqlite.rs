@@ -64,9 +64,9 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
 /// How a [`SqliteTier`] is opened.
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
-    /// The bound on the sum of stored body sizes, bytes. After a put takes the sum past it, the
-    /// least recently used entries (other than the one just written) are evicted until it is
-    /// under. A single body larger than this is refused ([`StoreError::TooLarge`]).
+    /// The bound on the sum of stored body sizes, bytes. Before a put that would take the sum
+    /// past it, the least recently used entries (other than the one being written) are evicted,
+    /// in the same transaction, until the new body fits. A single body larger than this is refused ([`StoreError::TooLarge`]).
     pub max_bytes: u64,
     /// How stale a recorded access time may get before a read rewrites it. A read that would
     /// only move `accessed_at` by less than this does not write, so hits stay reads; LRU order
@@ -315,7 +315,18 @@ impl SqliteTier {
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
         if path.exists() {
-            match inspect(path, &options) {
+            // A file another process is creating this moment may be briefly locked.
+            let judged = (|| inspect(path, &options))
+                .retry(
+                    ConstantBuilder::default()
+                        .with_delay(Duration::from_millis(20))
+                        .with_jitter()
+                        .with_max_times(10),
+                )
+                .sleep(std::thread::sleep)
+                .when(|e| matches!(e, Unusable::Error(StoreError::Unavailable { .. })))
+                .call();
+            match judged {
                 Ok(()) => {}
                 Err(Unusable::Error(e)) => return Err(e),
                 Err(Unusable::Damaged(reason)) => {
@@ -338,9 +349,6 @@ impl SqliteTier {
         path: &Path,
         options: &SqliteOptions,
     ) -> Result<Self, StoreError> {
-        let _mode: String = writer
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sql_error)?;
         // NORMAL in WAL mode: a commit survives a process crash; only an OS crash may lose the
         // last commits, which for a cache costs a refetch.
         writer
@@ -352,17 +360,30 @@ impl SqliteTier {
                 .map_err(sql_error)?;
         }
         let migrations = Migrations::from_slice(MIGRATIONS);
-        // Two processes opening a new file race to create the schema; the loser's transaction
-        // fails (busy snapshot, or "table exists") and a second look finds the winner's schema.
-        (|| migrations.to_latest(&mut writer))
+        let setup = |conn: &mut Connection| -> Result<(), StoreError> {
+            let _mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(sql_error)?;
+            migrations
+                .to_latest(conn)
+                .map_err(|e| StoreError::backend(TIER, e))
+        };
+        // Two processes opening a new file race: both switching it to WAL is a lock upgrade
+        // that SQLite refuses at once rather than deadlock (SQLITE_BUSY without the busy
+        // handler), and both creating the schema fails one of them ("table exists"). A second
+        // look, a moment later, finds the winner's work done.
+        (|| setup(&mut writer))
             .retry(
                 ConstantBuilder::default()
-                    .with_delay(Duration::from_millis(50))
-                    .with_max_times(5),
+                    .with_delay(Duration::from_millis(20))
+                    .with_jitter()
+                    .with_max_times(10),
             )
             .sleep(std::thread::sleep)
-            .call()
-            .map_err(|e| StoreError::backend(TIER, e))?;
+            .notify(|e, after| {
+                tracing::debug!(path = %path.display(), error = %e, ?after, "store database setup raced; retrying");
+            })
+            .call()?;
         let reader = connect(path, options).map_err(sql_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -494,6 +515,7 @@ impl Inner {
             .condition
             .check(key, current.as_ref().map(|m| &m.etag))?;
         let now = now_ms();
+        let replaced = current.as_ref().map_or(0, |m| m.size);
         if let (true, Some(existing)) = (is_blob, current) {
             tx.execute(
                 "UPDATE entries SET accessed_at = ?2 WHERE key = ?1",
@@ -513,6 +535,10 @@ impl Inner {
         // Stored at millisecond precision; answer what a later read will say.
         meta.modified_at = from_ms(to_ms(meta.modified_at));
         meta.expires_at = meta.expires_at.map(|t| from_ms(to_ms(t)));
+        // Room first, so the file never holds more than the bound plus one write in flight.
+        let incoming =
+            i64::try_from(meta.size).unwrap_or(i64::MAX) - i64::try_from(replaced).unwrap_or(0);
+        let evictions = self.evict(&tx, &path, incoming)?;
         tx.prepare_cached(
             "INSERT INTO entries
                  (key, size, etag, content_type, expires_at, modified_at, accessed_at, body)
@@ -535,21 +561,25 @@ impl Inner {
             ])
         })
         .map_err(sql_error)?;
-        let evictions = self.evict(&tx, &path)?;
         tx.commit().map_err(sql_error)?;
         evicted(TIER, evictions);
         Ok(meta)
     }
 
-    /// Deletes least recently used entries, never `keep`, until the stored bytes are within the
-    /// bound; how many went.
-    fn evict(&self, tx: &rusqlite::Transaction<'_>, keep: &str) -> Result<u64, StoreError> {
+    /// Deletes least recently used entries, never `keep`, until the stored bytes plus
+    /// `incoming` are within the bound; how many went.
+    fn evict(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        keep: &str,
+        incoming: i64,
+    ) -> Result<u64, StoreError> {
         let used = |tx: &rusqlite::Transaction<'_>| -> Result<i64, StoreError> {
             tx.query_row("SELECT bytes FROM usage WHERE id = 0", [], |r| r.get(0))
                 .map_err(sql_error)
         };
         let limit = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
-        let mut over = used(tx)? - limit;
+        let mut over = used(tx)?.saturating_add(incoming) - limit;
         let mut evictions = 0;
         while over > 0 {
             let victims: Vec<(i64, i64)> = tx

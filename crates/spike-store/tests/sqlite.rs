@@ -344,7 +344,7 @@ fn two_processes_share_one_database() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("store.db");
     // The same test binary, running only the child half, at the same moment as this one.
-    let mut child = Command::new(std::env::current_exe()?)
+    let child = Command::new(std::env::current_exe()?)
         .args([
             "two_processes_child",
             "--exact",
@@ -353,11 +353,19 @@ fn two_processes_share_one_database() -> TestResult {
             "--test-threads=1",
         ])
         .env(CHILD_DB, &path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()?;
     let mine = share_the_database(&path, "parent", "child");
-    let status = child.wait()?;
+    let child = child.wait_with_output()?;
     mine?;
-    assert!(status.success(), "child process: {status}");
+    assert!(
+        child.status.success(),
+        "child process: {}\n{}\n{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
