@@ -94,7 +94,10 @@ impl Store {
     }
 
     /// The entry under `key`, read through the tiers (see [`Store`]); `Ok(None)` when the
-    /// authority has nothing.
+    /// authority has nothing. An expired copy that no slower tier could revalidate is returned
+    /// [`Freshness::Stale`], its reason the first slower tier's error, or "expired, and no
+    /// slower tier has a fresh copy" when they all answered (the caller decides; see
+    /// [`Store::get_or_fetch`]).
     ///
     /// Errors: the authority's failure when nothing was found and the authority could not
     /// answer ([`StoreError::Unavailable`], [`StoreError::Backend`]); any other error of any
@@ -119,7 +122,7 @@ impl Store {
                             body: stale.body.clone(),
                             freshness: Freshness::Fresh,
                         };
-                        self.fill(key, &entry, &seen, now).await;
+                        self.fill(key, &entry, &seen).await;
                         return Ok(Some(entry));
                     }
                     // Changed there: now the body is worth fetching.
@@ -135,7 +138,7 @@ impl Store {
             };
             match outcome {
                 Ok(Some(entry)) if !entry.meta.is_expired_at(now) => {
-                    self.fill(key, &entry, &seen, now).await;
+                    self.fill(key, &entry, &seen).await;
                     return Ok(Some(entry));
                 }
                 Ok(Some(expired)) => {
@@ -171,8 +174,9 @@ impl Store {
 
     /// Writes `entry` into the faster tiers that `seen` describes, each on the condition that it
     /// still holds what the read saw there. Failures only cost a later miss, so they are logged.
-    async fn fill(&self, key: &Key, entry: &Entry, seen: &[Seen], now: SystemTime) {
-        let ttl = remaining(entry.meta.expires_at, now);
+    async fn fill(&self, key: &Key, entry: &Entry, seen: &[Seen]) {
+        // From now, not from the read's start: a copy must not outlive the one it came from.
+        let ttl = remaining(entry.meta.expires_at, SystemTime::now());
         for (tier, seen) in self.tiers.iter().zip(seen) {
             let condition = match (key, seen) {
                 (_, Seen::Failed) => continue,
