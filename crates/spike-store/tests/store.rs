@@ -473,7 +473,8 @@ async fn store_fetches_from_the_origin_once_then_serves_from_the_tiers() -> Test
             Ok(body) => Ok(Fetched {
                 body: Bytes::from_static(body),
                 content_type: Some("text/javascript".to_owned()),
-                ttl: Some(Duration::from_millis(50)),
+                // Long enough that the second read below is surely within it.
+                ttl: Some(Duration::from_secs(1)),
             }),
             Err(reason) => Err(StoreError::Unavailable {
                 tier: "origin",
@@ -507,7 +508,7 @@ async fn store_fetches_from_the_origin_once_then_serves_from_the_tiers() -> Test
     );
 
     // Past its TTL, with the origin down: the cached copy, marked stale, with the origin's reason.
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let offline = t
         .store
         .get_or_fetch(&key, || {
