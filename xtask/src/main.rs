@@ -443,9 +443,9 @@ fn bundle_test(root: &Path, deb: &Path) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask bench [--desktop-only] [--desktop-debug] [spike-bench flags]`: the engine benches
-/// (spike-bench, the rooms load test), then the desktop app's latency bench. `--desktop-only`
-/// skips the engine benches; `--desktop-debug` measures the debug app too. Benches report; they
-/// fail only when they cannot run.
+/// (spike-bench, the store's tier latencies, the rooms load test), then the desktop app's
+/// latency bench. `--desktop-only` skips the engine benches; `--desktop-debug` measures the debug
+/// app too. Benches report; they fail only when they cannot run.
 fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let flag = |name: &str| extra.iter().any(|a| a == name);
     let (desktop_only, desktop_debug) = (flag("--desktop-only"), flag("--desktop-debug"));
@@ -465,6 +465,10 @@ fn bench_engine(root: &Path, extra: &[&String]) -> anyhow::Result<()> {
         .args(["run", "--release", "-p", "spike-bench", "--"])
         .arg(node_dir(root))
         .args(extra)
+        .current_dir(root))?;
+    // The store: p50/p99 of a hit in the memory and SQLite tiers (crates/spike-store/benches).
+    sh(cargo()
+        .args(["bench", "-p", "spike-store", "--bench", "tiers"])
         .current_dir(root))?;
     // Rooms: spike-server against @y/websocket-server and Hocuspocus under the same load (1,000
     // clients in 100 rooms by default), then an editing-trace replay. See crates/spike-loadgen.

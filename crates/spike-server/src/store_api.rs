@@ -235,6 +235,8 @@ fn store_error(error: StoreError) -> Refused {
         }
         StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        // RFC 4918 §11.5: the server cannot store what is needed to complete the request.
+        StoreError::Full { .. } => StatusCode::INSUFFICIENT_STORAGE,
         StoreError::Backend { .. } => {
             tracing::error!("store backend failed: {error}");
             StatusCode::INTERNAL_SERVER_ERROR

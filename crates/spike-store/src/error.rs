@@ -55,6 +55,15 @@ pub enum StoreError {
         /// The reason the tier gave.
         reason: String,
     },
+    /// The tier's storage is full (the disk, a quota, SQLite's `max_page_count`); the write was
+    /// rolled back and nothing already stored was lost. HTTP 507 Insufficient Storage.
+    #[error("{tier} is full: {reason}")]
+    Full {
+        /// The tier's [`crate::Tier::name`].
+        tier: &'static str,
+        /// What filled up, for a person.
+        reason: String,
+    },
     /// The tier's backend failed (SQLite, file system, object store, an unexpected HTTP answer).
     #[error("{tier}: {source}")]
     Backend {

@@ -13,7 +13,15 @@
 //! server) object storage. Every tier speaks the same [`Meta`], [`Entry`] and [`StoreError`], so a
 //! tier can be tested with the same suite as any other.
 //!
-//! This crate holds two of the tiers. [`ObjectTier`] is the server's backing store over the
+//! The local tiers and the composition: [`MemoryTier`] (moka, bounded by bytes, LRU, expired
+//! entries kept for a stale window), [`SqliteTier`] (one SQLite file in WAL mode shared by any
+//! number of processes, bounded by bytes with LRU eviction, moved aside and rebuilt when damaged
+//! or foreign) and [`Store`], which reads through the tiers fastest first (filling the faster
+//! ones, revalidating expired copies by ETag, serving them stale-if-error), writes through them
+//! authority first, and fetches from an origin on a miss ([`Store::get_or_fetch`]). [`Metered`]
+//! records `spike_store_*` metrics per tier (names in [`metrics`]).
+//!
+//! The two remote tiers: [`ObjectTier`] is the server's backing store over the
 //! `object_store` crate: a local folder by default, or S3 / R2 / MinIO by URL
 //! ([`ObjectTier::from_url`]); meta travels in an envelope inside each object. [`RemoteTier`]
 //! is a client of the room server's blob/KV HTTP API (`/v1/blobs`, `/v1/kv`): reqwest on
@@ -23,19 +31,35 @@
 //! [`StoreError::Unavailable`]. The `test-support` feature adds `conformance`: the shared
 //! suite every tier passes, and a real S3-protocol server (moto) for tests.
 
+mod condition;
 mod entry;
 mod error;
 mod key;
+mod memory;
+mod metered;
 mod object;
 mod remote;
+mod sqlite;
+mod store;
 mod tier;
 
 #[cfg(feature = "test-support")]
 pub mod conformance;
 
+/// The names of the metrics every tier records (through [`Metered`]).
+pub mod metrics {
+    pub use crate::metered::{
+        BYTES_TOTAL, EVICTIONS_TOTAL, HITS_TOTAL, LATENCY_SECONDS, MISSES_TOTAL,
+    };
+}
+
 pub use entry::{Condition, ETag, Entry, Freshness, Listed, Meta, PutOptions};
 pub use error::StoreError;
 pub use key::{BlobHash, Key, KvKey, Prefix};
+pub use memory::{MemoryTier, DEFAULT_STALE_WINDOW};
+pub use metered::Metered;
 pub use object::{ObjectTier, ObjectUrlError};
 pub use remote::{BreakerState, RemoteConfig, RemoteTier};
+pub use sqlite::{SqliteOptions, SqliteTier, APPLICATION_ID};
+pub use store::{Fetched, Store};
 pub use tier::{check_blob, Revalidated, Tier};
