@@ -38,6 +38,8 @@
 
 pub mod auth;
 mod conn;
+mod limits;
+pub mod observe;
 mod room;
 
 use std::collections::HashMap;
@@ -50,6 +52,7 @@ use std::time::Duration;
 use axum::routing::get;
 use tokio::sync::watch;
 
+pub use limits::{LimitKind, Rate};
 pub use room::Template;
 
 /// Everything that can go wrong running the server.
@@ -131,7 +134,11 @@ impl Access {
     }
 }
 
-/// Limits on what one client may send or hold.
+/// Limits on what one client may send or hold. "Per token" limits apply to connections that
+/// presented a verified token ([`Access::Tokens`]), keyed by the token itself (two links are two
+/// tokens, even for the same room and name); "per client address" ones to every connection,
+/// keyed by the peer's IP address (behind a reverse proxy that is the proxy's: raise them there).
+/// A rate that is `None` is not limited. See [`LimitKind`] for how each refusal is answered.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest accepted WebSocket message (and frame), bytes. Default 16 MiB.
@@ -149,6 +156,31 @@ pub struct Limits {
     /// Frames queued for one slow client before it is disconnected (it resyncs on reconnect).
     /// Default 4096.
     pub max_queued_frames: usize,
+    /// New WebSocket connections per client address. Checked before the token, so it also
+    /// bounds token guessing. Default 200/s, burst 2000 (a load generator opening 1000
+    /// connections from one address at once fits).
+    pub ip_connection_rate: Option<Rate>,
+    /// New WebSocket connections per token. Default 20/s, burst 100.
+    pub token_connection_rate: Option<Rate>,
+    /// Open connections one token may hold at once. Default 256.
+    pub max_connections_per_token: usize,
+    /// WebSocket messages received per client address, all its connections together.
+    /// Default 20 000/s, burst 40 000.
+    pub ip_message_rate: Option<Rate>,
+    /// WebSocket messages received per token. Default 2000/s, burst 4000.
+    pub token_message_rate: Option<Rate>,
+    /// WebSocket payload bytes received per client address. A message larger than the burst
+    /// never fits, so keep the burst at least [`Limits::max_frame_bytes`]. Default 64 MiB/s,
+    /// burst 128 MiB.
+    pub ip_byte_rate: Option<Rate>,
+    /// WebSocket payload bytes received per token. Default 16 MiB/s, burst 32 MiB.
+    pub token_byte_rate: Option<Rate>,
+    /// Largest HTTP request body, bytes: a larger `Content-Length` gets 413 before any handler
+    /// runs, and extractors stop reading a body without one there. Default 32 MiB.
+    pub max_body_bytes: usize,
+    /// A TCP connection must send its whole first HTTP request head within this, or it is
+    /// dropped. Default 10 s.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -160,6 +192,15 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_bad_messages: 8,
             max_queued_frames: 4096,
+            ip_connection_rate: Some(Rate::new(200, 2000)),
+            token_connection_rate: Some(Rate::new(20, 100)),
+            max_connections_per_token: 256,
+            ip_message_rate: Some(Rate::new(20_000, 40_000)),
+            token_message_rate: Some(Rate::new(2_000, 4_000)),
+            ip_byte_rate: Some(Rate::new(64 << 20, 128 << 20)),
+            token_byte_rate: Some(Rate::new(16 << 20, 32 << 20)),
+            max_body_bytes: 32 << 20,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -215,6 +256,7 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Number of live room actors.
     pub(crate) live_rooms: watch::Sender<usize>,
+    pub(crate) guards: limits::Guards,
 }
 
 impl Inner {
@@ -225,6 +267,12 @@ impl Inner {
     pub(crate) fn peers(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Changes the live room count and `spike_rooms_open` with it.
+    pub(crate) fn rooms_changed(&self, change: impl FnOnce(&mut usize)) {
+        self.live_rooms.send_modify(change);
+        metrics::gauge!("spike_rooms_open").set(*self.live_rooms.borrow() as f64);
+    }
 }
 
 /// The room server. Cheap to clone.
@@ -234,11 +282,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the data folder. Errors: [`ServerError::Io`].
+    /// Creates the data folder and installs the process' Prometheus recorder
+    /// ([`observe::install_recorder`]) if it is not yet. Errors: [`ServerError::Io`].
     pub fn new(config: ServerConfig) -> Result<Self, ServerError> {
         std::fs::create_dir_all(config.data_dir.join("rooms"))?;
+        observe::install_recorder();
         Ok(Self {
             inner: Arc::new(Inner {
+                guards: limits::Guards::new(&config.limits),
                 config,
                 rooms: Mutex::default(),
                 peers: Mutex::default(),
@@ -249,11 +300,20 @@ impl Server {
         })
     }
 
-    /// The axum router: `/rooms/{room}` and `/healthz`.
+    /// The axum router: `/rooms/{room}`, `/healthz` and `/metrics`, every route behind the body
+    /// size limit and in an `http` span.
     pub fn router(&self) -> axum::Router {
+        let max_body = self.inner.config.limits.max_body_bytes;
         axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(observe::metrics))
             .route("/rooms/{room}", get(conn::upgrade))
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                limits::body_limit,
+            ))
+            .layer(axum::extract::DefaultBodyLimit::max(max_body))
+            .layer(axum::middleware::from_fn(observe::http_span))
             .with_state(self.inner.clone())
     }
 
@@ -275,9 +335,27 @@ impl Server {
             tracing::info!("shutting down: closing connections and flushing rooms");
             inner.shutdown.send_replace(true);
         };
+        if let Some(handle) = observe::handle() {
+            // Histograms are folded into their buckets at upkeep (also on each render).
+            let mut stop = self.inner.shutdown.subscribe();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => handle.run_upkeep(),
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            });
+        }
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        let handshake = self.inner.config.limits.handshake_timeout;
+        let listener = axum::serve::ListenerExt::tap_io(
+            limits::GuardedListener::new(listener, handshake),
+            |_| {},
+        );
         axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .await?;
