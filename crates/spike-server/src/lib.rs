@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod alerts;
 pub mod auth;
 mod conn;
 mod limits;
@@ -221,6 +222,8 @@ pub struct ServerConfig {
     pub templates: Vec<Template>,
     /// Who may join. Default: [`Access::Open`].
     pub access: Access,
+    /// Alert rules evaluated while serving ([`alerts`]). Default: none.
+    pub alerts: Option<alerts::AlertRules>,
 }
 
 impl ServerConfig {
@@ -233,6 +236,7 @@ impl ServerConfig {
             compact_after: spike_collab::DEFAULT_COMPACT_AFTER,
             templates: vec![Template::example()],
             access: Access::Open,
+            alerts: None,
         }
     }
 
@@ -347,6 +351,16 @@ impl Server {
                     }
                 }
             });
+        }
+        match (&self.inner.config.alerts, observe::handle()) {
+            (Some(rules), Some(handle)) => {
+                let stop = self.inner.shutdown.subscribe();
+                tokio::spawn(alerts::run(rules.clone(), handle, stop));
+            }
+            (Some(_), None) => {
+                tracing::warn!("alert rules are off: the metrics recorder is not ours")
+            }
+            (None, _) => {}
         }
         let app = self
             .router()
