@@ -173,7 +173,11 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
     });
     let spawned = std::thread::Builder::new()
         .name(format!("room-{name}"))
-        .spawn(move || room.run(rx));
+        .spawn(move || {
+            // The actor's own lines (loading, persisting, unloading) carry the room too.
+            let _span = tracing::info_span!(parent: None, "room", room = %room.name).entered();
+            room.run(rx)
+        });
     if let Err(e) = spawned {
         inner.rooms().remove(name);
         inner.rooms_changed(|n| *n -= 1);
