@@ -5,6 +5,8 @@
 //!   joins room `<room>`. Query parameters: `template=<name>` seeds a room that has never held
 //!   anything from a template (the example project is `example`), exactly once.
 //! - `GET /healthz` answers `ok`.
+//! - `GET /metrics` answers Prometheus text ([`observe`] lists the metrics). The recorder is
+//!   process-wide: every server in one process reports into the same counters.
 //!
 //! Access ([`Access`]): in [`Access::Open`] mode (the default, meant for loopback: see
 //! [`ServerConfig::check_listen`]) anyone who reaches the server edits every room. With
@@ -27,6 +29,22 @@
 //! `JSON.parse`) is dropped whole with a logged reason (never applied, stored or relayed) and
 //! counted, and a connection that sends [`Limits::max_bad_messages`] of them is closed (1007).
 //! Neither the room nor its other clients notice.
+//!
+//! Abuse limits ([`Limits`], [`LimitKind`]): per client address and per token, governor rate
+//! limits on new connections (HTTP 429 with `Retry-After`), on messages and on bytes received
+//! (close 1008); open connections per address and per token (429) and per room (1013); request
+//! bodies (413); a handshake timeout (a TCP connection that has not sent its whole HTTP request
+//! head in time is dropped); the idle timeout. Every refusal names its limit, is logged, and is
+//! counted in `spike_limit_refusals_total{kind}`. There is no limit on messages pending
+//! authentication because none can be pending: the token is checked on the HTTP upgrade, before
+//! the WebSocket exists, and a y-protocols auth message on an open connection authorises
+//! nothing (it is ignored); until a connection has joined its room the server does not read
+//! from it, so what a client sends early waits in its own TCP window, not in server memory.
+//!
+//! Logs: `tracing`, with a `conn` span on every connection (`room`, `conn`, `peer`, `role`), an
+//! `http` span on every request (`request`, `method`, `path`; never the query, which may hold a
+//! token) and a `room` span on each room actor. Alerts: [`ServerConfig::alerts`] evaluates
+//! threshold rules on the metrics and POSTs what fires to a webhook ([`alerts`]).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), spike_server::ServerError> {
