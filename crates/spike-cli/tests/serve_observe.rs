@@ -157,3 +157,69 @@ fn bad_alert_rules_stop_the_server_with_where_and_why() {
         "{err}"
     );
 }
+
+/// `spike reports --since 1h` lists what arrived within the hour, oldest first, with its causes
+/// and a count by kind; older reports are left out.
+#[test]
+fn reports_since_an_hour() {
+    use spike_server::reports::{now_ms, Report, ReportStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let report = |kind: &str, message: &str| Report {
+        kind: kind.into(),
+        message: message.into(),
+        chain: vec!["connection refused".into()],
+        version: "0.1.0".into(),
+        os: "linux".into(),
+        room: Some("9f86d081884c7d65".into()),
+        at: None,
+    };
+    let mut store = ReportStore::open(&data).expect("store");
+    let now = now_ms();
+    store
+        .insert(&report("sync", "two hours ago"), now - 2 * 3600 * 1000)
+        .expect("insert");
+    store
+        .insert(&report("sync", "ten minutes ago"), now - 600 * 1000)
+        .expect("insert");
+    store
+        .insert(&report("panic", "just now"), now)
+        .expect("insert");
+    drop(store);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .args(["reports", "--data", "d", "--since", "1h"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run spike reports");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].ends_with("sync  0.1.0 linux  room=9f86d081884c7d65  ten minutes ago"),
+        "{text}"
+    );
+    assert_eq!(lines[1], "    caused by: connection refused");
+    assert!(lines[2].ends_with("  just now"), "{text}");
+    assert_eq!(lines[4], "2 reports (panic 1, sync 1)");
+    assert!(!text.contains("two hours ago"), "{text}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .args(["reports", "--data", "d", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run spike reports --json");
+    let all: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0]["message"], "two hours ago");
+    assert_eq!(all[2]["kind"], "panic");
+}

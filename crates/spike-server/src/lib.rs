@@ -5,6 +5,7 @@
 //!   joins room `<room>`. Query parameters: `template=<name>` seeds a room that has never held
 //!   anything from a template (the example project is `example`), exactly once.
 //! - `GET /healthz` answers `ok`.
+//! - `POST /v1/reports` stores an error report ([`reports`]; `spike reports` lists them).
 //! - `GET /metrics` answers Prometheus text ([`observe`] lists the metrics). The recorder is
 //!   process-wide: every server in one process reports into the same counters.
 //!
@@ -59,6 +60,7 @@ pub mod auth;
 mod conn;
 mod limits;
 pub mod observe;
+pub mod reports;
 mod room;
 
 use std::collections::HashMap;
@@ -200,6 +202,10 @@ pub struct Limits {
     /// A TCP connection must send its whole first HTTP request head within this, or it is
     /// dropped. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Error reports ([`reports`]) per client address. Default 2/s, burst 60.
+    pub report_rate: Option<Rate>,
+    /// Largest error report body, bytes. Default 64 KiB.
+    pub max_report_bytes: usize,
 }
 
 impl Default for Limits {
@@ -220,6 +226,8 @@ impl Default for Limits {
             token_byte_rate: Some(Rate::new(16 << 20, 32 << 20)),
             max_body_bytes: 32 << 20,
             handshake_timeout: Duration::from_secs(10),
+            report_rate: Some(Rate::new(2, 60)),
+            max_report_bytes: 64 << 10,
         }
     }
 }
@@ -279,6 +287,7 @@ pub(crate) struct Inner {
     /// Number of live room actors.
     pub(crate) live_rooms: watch::Sender<usize>,
     pub(crate) guards: limits::Guards,
+    pub(crate) reports: reports::Store,
 }
 
 impl Inner {
@@ -312,6 +321,7 @@ impl Server {
         Ok(Self {
             inner: Arc::new(Inner {
                 guards: limits::Guards::new(&config.limits),
+                reports: reports::Store::default(),
                 config,
                 rooms: Mutex::default(),
                 peers: Mutex::default(),
@@ -322,7 +332,8 @@ impl Server {
         })
     }
 
-    /// The axum router: `/rooms/{room}`, `/healthz` and `/metrics`, every route behind the body
+    /// The axum router: `/rooms/{room}`, `/healthz`, `/metrics` and `POST /v1/reports`, every
+    /// route behind the body
     /// size limit and in an `http` span.
     pub fn router(&self) -> axum::Router {
         let max_body = self.inner.config.limits.max_body_bytes;
@@ -330,6 +341,7 @@ impl Server {
             .route("/healthz", get(|| async { "ok" }))
             .route("/metrics", get(observe::metrics))
             .route("/rooms/{room}", get(conn::upgrade))
+            .route("/v1/reports", axum::routing::post(reports::post))
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.clone(),
                 limits::body_limit,

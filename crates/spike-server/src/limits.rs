@@ -87,6 +87,8 @@ pub enum LimitKind {
     BadMessages,
     /// A client that did not read its frames fast enough (`slow_client`, close 1013).
     SlowClient,
+    /// Error reports per second from one client address (`report_rate`, HTTP 429).
+    ReportRate,
 }
 
 impl LimitKind {
@@ -108,6 +110,7 @@ impl LimitKind {
             LimitKind::IdleTimeout => "idle_timeout",
             LimitKind::BadMessages => "bad_messages",
             LimitKind::SlowClient => "slow_client",
+            LimitKind::ReportRate => "report_rate",
         }
     }
 }
@@ -183,6 +186,7 @@ pub(crate) struct Guards {
     token_messages: Option<Limiter<u64>>,
     ip_bytes: Option<Limiter<IpAddr>>,
     token_bytes: Option<Limiter<u64>>,
+    reports: Option<Limiter<IpAddr>>,
     token_conns: Mutex<HashMap<u64, usize>>,
     hasher: std::collections::hash_map::RandomState,
     checks: AtomicU64,
@@ -197,6 +201,7 @@ impl Guards {
             token_messages: Limiter::new(limits.token_message_rate),
             ip_bytes: Limiter::new(limits.ip_byte_rate),
             token_bytes: Limiter::new(limits.token_byte_rate),
+            reports: Limiter::new(limits.report_rate),
             token_conns: Mutex::default(),
             hasher: std::collections::hash_map::RandomState::new(),
             checks: AtomicU64::new(0),
@@ -292,7 +297,24 @@ impl Guards {
         Ok(())
     }
 
+    /// Checks the report rate of a client address; `Err` is the refusal to answer with.
+    pub(crate) fn report(&self, ip: IpAddr) -> Result<(), Box<Response>> {
+        if let Some(l) = &self.reports {
+            if let Err(wait) = l.check(&ip, 1) {
+                let reason = format!(
+                    "report rate limit: at most {} reports a second per client address (burst {})",
+                    l.rate.per_second, l.rate.burst
+                );
+                return Err(Box::new(too_many(LimitKind::ReportRate, ip, wait, reason)));
+            }
+        }
+        Ok(())
+    }
+
     fn prune(&self) {
+        if let Some(l) = &self.reports {
+            l.prune();
+        }
         if let Some(l) = &self.ip_connect {
             l.prune();
         }

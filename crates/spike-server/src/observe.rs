@@ -16,6 +16,7 @@
 //! | `spike_auth_refusals_total{reason}` | counter | refused tokens, by [`crate::auth::Refusal::kind`] |
 //! | `spike_limit_refusals_total{kind}` | counter | limit refusals, by [`crate::LimitKind::as_str`] |
 //! | `spike_view_writes_dropped_total` | counter | document updates dropped from `view` connections |
+//! | `spike_reports_total{kind}` | counter | error reports stored, by [`crate::reports::Report::metric_kind`] |
 //!
 //! No label carries a room name, a client address or a token.
 //!
@@ -109,6 +110,7 @@ fn describe() {
         "spike_auth_refusals_total",
         "Refused access tokens, by reason."
     );
+    describe_counter!("spike_reports_total", "Error reports stored, by kind.");
     describe_counter!(
         "spike_limit_refusals_total",
         "Requests and connections refused by an abuse limit, by kind."
