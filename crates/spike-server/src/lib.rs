@@ -188,7 +188,8 @@ pub struct Limits {
     /// WebSocket messages received per client address, all its connections together.
     /// Default 20 000/s, burst 40 000.
     pub ip_message_rate: Option<Rate>,
-    /// WebSocket messages received per token. Default 2000/s, burst 4000.
+    /// WebSocket messages received per token. Default 5000/s, burst 20 000 (a folder import
+    /// by `spike mirror` sends one update per file at once).
     pub token_message_rate: Option<Rate>,
     /// WebSocket payload bytes received per client address. A message larger than the burst
     /// never fits, so keep the burst at least [`Limits::max_frame_bytes`]. Default 64 MiB/s,
@@ -221,7 +222,7 @@ impl Default for Limits {
             token_connection_rate: Some(Rate::new(20, 100)),
             max_connections_per_token: 256,
             ip_message_rate: Some(Rate::new(20_000, 40_000)),
-            token_message_rate: Some(Rate::new(2_000, 4_000)),
+            token_message_rate: Some(Rate::new(5_000, 20_000)),
             ip_byte_rate: Some(Rate::new(64 << 20, 128 << 20)),
             token_byte_rate: Some(Rate::new(16 << 20, 32 << 20)),
             max_body_bytes: 32 << 20,
