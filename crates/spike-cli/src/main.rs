@@ -8,6 +8,7 @@ mod example;
 mod files;
 mod fmt;
 mod mirror;
+mod reports;
 mod room;
 mod serve;
 mod transpile;
@@ -47,6 +48,8 @@ enum Command {
     Mirror(mirror::Args),
     /// Ask a chat model (OpenAI, Anthropic or an OpenAI-compatible server); the answer streams.
     Ai(ai::Args),
+    /// List the error reports a room server stored: `spike reports --data DIR --since 1h`.
+    Reports(reports::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Room(args) => room::run(args),
         Command::Mirror(args) => mirror::run(args),
         Command::Ai(args) => ai::run(args),
+        Command::Reports(args) => reports::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,13 @@
 //! else a secret from `--secret-file` or `SPIKE_SECRET`, or the one in `<data>/secret`, makes
 //! every room need a token (`spike room token`); with none of those, loopback stays open and any
 //! other address gets a secret generated into `<data>/secret` (mode 0600).
+//!
+//! Observability: `GET /metrics` (Prometheus text, see `spike_server::observe`); logs on stderr,
+//! human-readable by default or one JSON object a line with `--log-format json` (each with the
+//! `span` it happened in and the `spans` around it: `conn` carries `room`, `conn`, `peer` and
+//! `role`, `http` carries `request`, `method` and `path`); `RUST_LOG` filters them (default
+//! `info`). `--alert-rules FILE` evaluates threshold rules on the metrics and POSTs what fires to a
+//! webhook (the file's format: `spike_server::alerts`).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -33,15 +40,42 @@ pub struct Args {
     /// MinIO). Default: `<data>/objects`.
     #[arg(long, value_name = "URL")]
     object_store: Option<String>,
+    /// Log format on stderr: `text` (for people) or `json` (one object a line, for collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// JSON file of alert rules evaluated on the server's own metrics (see the module docs).
+    #[arg(long, value_name = "FILE")]
+    alert_rules: Option<PathBuf>,
+}
+
+/// How `spike serve` writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    Text,
+    /// One JSON object a line, with the current span and the span list.
+    Json,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+    let alerts = args
+        .alert_rules
+        .as_deref()
+        .map(spike_server::alerts::AlertRules::from_file)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,6 +97,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let tier = spike_store::ObjectTier::from_url(url)
                 .with_context(|| format!("opening the object store {url}"))?;
             config.store.backend = Some(std::sync::Arc::new(tier));
+        }
+        if let Some(rules) = alerts {
+            tracing::info!(
+                rules = rules.rules.len(),
+                webhook = rules.webhook.as_deref().unwrap_or("none"),
+                "alert rules loaded"
+            );
+            config.alerts = Some(rules);
         }
         let server = spike_server::Server::new(config)
             .with_context(|| format!("opening the data folder {}", args.data.display()))?;

@@ -310,8 +310,8 @@ impl TokenKey {
         Ok(claims)
     }
 
-    /// Checks `token`'s signature and algorithm, and expiry, whatever room it is for (for
-    /// requests that belong to no room, such as blobs).
+    /// Checks `token`'s signature, algorithm and expiry, whatever room it names: for calls that
+    /// concern no one room (blobs, error reports).
     pub fn verify_any(&self, token: Option<&str>) -> Result<Claims, Refusal> {
         let token = token.filter(|t| !t.is_empty()).ok_or(Refusal::Missing)?;
         let mut validation = Validation::new(Algorithm::HS256);

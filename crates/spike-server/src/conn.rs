@@ -13,8 +13,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::auth::Role;
+use crate::limits::{self, LimitKind, Subject, TokenSlot};
 use crate::room::{self, ConnId, Outgoing, RoomHandle, RoomMsg};
 use crate::{Access, Inner};
 
@@ -22,6 +24,8 @@ use crate::{Access, Inner};
 struct PeerSlot {
     inner: Arc<Inner>,
     ip: IpAddr,
+    /// The token's slot, released with this one.
+    _token: Option<TokenSlot>,
 }
 
 impl Drop for PeerSlot {
@@ -47,6 +51,15 @@ pub(crate) async fn upgrade(
     if let Err(e) = spike_collab::validate_room(&room) {
         return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
     }
+    // The address's connection rate comes first: it is the cheapest filter, and it also bounds
+    // how fast one address can try tokens.
+    let mut who = Subject {
+        ip: addr.ip(),
+        token: None,
+    };
+    if let Err(refusal) = inner.guards.connect(who) {
+        return *refusal;
+    }
     let role = match &inner.config.access {
         Access::Open => Role::Edit,
         Access::Tokens(key) => {
@@ -57,6 +70,7 @@ pub(crate) async fn upgrade(
             match key.verify(token, &room) {
                 Ok(claims) => {
                     tracing::debug!(room, peer = %addr.ip(), role = claims.role.as_str(), name = claims.name.as_deref().unwrap_or(""), "token accepted");
+                    who.token = token.map(|t| inner.guards.token_key(t));
                     claims.role
                 }
                 Err(refusal) => {
@@ -78,25 +92,51 @@ pub(crate) async fn upgrade(
     if *inner.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    if who.token.is_some() {
+        // Checked apart from the address's rate so that a refused token never spends it.
+        if let Err(refusal) = inner.guards.connect_token(who) {
+            return *refusal;
+        }
+    }
     let limits = &inner.config.limits;
+    let token_slot = match who.token {
+        Some(token) => match TokenSlot::acquire(&inner, token, limits.max_connections_per_token) {
+            Some(slot) => Some(slot),
+            None => {
+                let reason = format!(
+                    "at most {} open connections per token",
+                    limits.max_connections_per_token
+                );
+                return limits::too_many(
+                    LimitKind::TokenConnections,
+                    addr.ip(),
+                    Duration::from_secs(1),
+                    reason,
+                );
+            }
+        },
+        None => None,
+    };
     let slot = {
         let mut peers = inner.peers();
         let n = peers.entry(addr.ip()).or_insert(0);
         if *n >= limits.max_rooms_per_peer {
-            tracing::warn!(peer = %addr.ip(), limit = limits.max_rooms_per_peer, "too many rooms for one peer");
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "at most {} open rooms per client address",
-                    limits.max_rooms_per_peer
-                ),
-            )
-                .into_response();
+            let reason = format!(
+                "at most {} open connections (rooms) per client address",
+                limits.max_rooms_per_peer
+            );
+            return limits::too_many(
+                LimitKind::IpConnections,
+                addr.ip(),
+                Duration::from_secs(1),
+                reason,
+            );
         }
         *n += 1;
         PeerSlot {
             inner: inner.clone(),
             ip: addr.ip(),
+            _token: token_slot,
         }
     };
     // Seeding a room from a template writes to it: not for `view` connections.
@@ -104,11 +144,15 @@ pub(crate) async fn upgrade(
     let max = limits.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(inner, room, template, role, socket, slot))
+        .on_upgrade(move |socket| {
+            let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!(parent: None, "conn", room = %room, conn, peer = %who.ip, role = role.as_str());
+            run(inner, room, conn, who, template, role, socket, slot).instrument(span)
+        })
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -160,15 +204,33 @@ async fn join(
     Err("the room kept unloading".into())
 }
 
+/// Counts an open connection in `spike_connections` while alive.
+struct Open;
+
+impl Open {
+    fn new() -> Self {
+        metrics::gauge!("spike_connections").increment(1.0);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        metrics::gauge!("spike_connections").decrement(1.0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     inner: Arc<Inner>,
     room: String,
+    conn: ConnId,
+    who: Subject,
     template: Option<String>,
     role: Role,
     socket: WebSocket,
     _slot: PeerSlot,
 ) {
-    let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let limits = inner.config.limits.clone();
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(limits.max_queued_frames);
     let (mut sink, mut stream) = socket.split();
@@ -176,7 +238,7 @@ async fn run(
     let handle = match join(&inner, &room, conn, template, role, out_tx).await {
         Ok(h) => h,
         Err(reason) => {
-            tracing::warn!(room, conn, %reason, "join refused");
+            tracing::warn!(%reason, "join refused");
             let _ = sink
                 .send(WsMessage::Close(Some(CloseFrame {
                     code: 1013,
@@ -187,6 +249,8 @@ async fn run(
         }
     };
 
+    let _open = Open::new();
+    tracing::info!("connection opened");
     let idle = limits.idle_timeout;
     let writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval(idle / 3);
@@ -195,6 +259,9 @@ async fn run(
             tokio::select! {
                 out = out_rx.recv() => match out {
                     Some(Outgoing::Frame(frame)) => {
+                        // Counted when queued to the socket, so a client that has read a frame
+                        // always finds it counted.
+                        metrics::counter!("spike_bytes_out_total").increment(frame.len() as u64);
                         if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
                             return;
                         }
@@ -215,10 +282,10 @@ async fn run(
                 }
             }
         }
-    });
+    }.in_current_span());
 
-    let (code, reason) = read_loop(&handle, conn, &mut stream, idle, &limits).await;
-    tracing::debug!(room, conn, code, %reason, "connection ended");
+    let (code, reason) = read_loop(&inner, &handle, conn, who, &mut stream, idle, &limits).await;
+    tracing::info!(code, %reason, "connection closed");
     let _ = handle.tx.send(RoomMsg::Leave { conn }).await;
     let _ = local_tx.try_send(Outgoing::Close(code, reason));
     drop(local_tx);
@@ -226,8 +293,10 @@ async fn run(
 }
 
 async fn read_loop(
+    inner: &Inner,
     handle: &RoomHandle,
     conn: ConnId,
+    who: Subject,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
     idle: Duration,
     limits: &crate::Limits,
@@ -236,8 +305,9 @@ async fn read_loop(
         let next = match tokio::time::timeout(idle, stream.next()).await {
             Ok(n) => n,
             Err(_) => {
-                tracing::info!(conn, ?idle, "closing an idle connection");
-                return (1000, format!("idle for {} s", idle.as_secs()));
+                let reason = format!("idle for {} ms (the idle timeout)", idle.as_millis());
+                limits::refused(LimitKind::IdleTimeout, Some(who.ip), &reason);
+                return (1000, reason);
             }
         };
         let msg = match next {
@@ -245,16 +315,30 @@ async fn read_loop(
             Some(Err(e)) => {
                 let text = e.to_string();
                 if text.contains("too long") || text.contains("limit") {
-                    tracing::warn!(conn, limit = limits.max_frame_bytes, error = %text, "frame over the size limit; closing");
-                    return (
-                        1009,
-                        format!("frame larger than {} bytes", limits.max_frame_bytes),
+                    let reason = format!(
+                        "frame larger than the limit of {} bytes",
+                        limits.max_frame_bytes
                     );
+                    tracing::debug!(error = %text, "frame over the size limit");
+                    limits::refused(LimitKind::FrameSize, Some(who.ip), &reason);
+                    return (1009, reason);
                 }
                 return (1002, format!("receive: {text}"));
             }
             None => return (1000, "client closed the socket".into()),
         };
+        let received = std::time::Instant::now();
+        let size = match &msg {
+            WsMessage::Binary(data) => data.len(),
+            WsMessage::Text(text) => text.len(),
+            _ => 0,
+        };
+        if size > 0 {
+            metrics::counter!("spike_bytes_in_total").increment(size as u64);
+            if let Err(refusal) = inner.guards.message(who, size) {
+                return refusal;
+            }
+        }
         match msg {
             WsMessage::Binary(data) => {
                 if handle
@@ -262,6 +346,7 @@ async fn read_loop(
                     .send(RoomMsg::Frame {
                         conn,
                         data: data.to_vec(),
+                        received,
                     })
                     .await
                     .is_err()

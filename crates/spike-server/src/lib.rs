@@ -5,6 +5,9 @@
 //!   joins room `<room>`. Query parameters: `template=<name>` seeds a room that has never held
 //!   anything from a template (the example project is `example`), exactly once.
 //! - `GET /healthz` answers `ok`.
+//! - `POST /v1/reports` stores an error report ([`reports`]; `spike reports` lists them).
+//! - `GET /metrics` answers Prometheus text ([`observe`] lists the metrics). The recorder is
+//!   process-wide: every server in one process reports into the same counters.
 //!
 //! Access ([`Access`]): in [`Access::Open`] mode (the default, meant for loopback: see
 //! [`ServerConfig::check_listen`]) anyone who reaches the server edits every room. With
@@ -33,6 +36,22 @@
 //! counted, and a connection that sends [`Limits::max_bad_messages`] of them is closed (1007).
 //! Neither the room nor its other clients notice.
 //!
+//! Abuse limits ([`Limits`], [`LimitKind`]): per client address and per token, governor rate
+//! limits on new connections (HTTP 429 with `Retry-After`), on messages and on bytes received
+//! (close 1008); open connections per address and per token (429) and per room (1013); request
+//! bodies (413); a handshake timeout (a TCP connection that has not sent its whole HTTP request
+//! head in time is dropped); the idle timeout. Every refusal names its limit, is logged, and is
+//! counted in `spike_limit_refusals_total{kind}`. There is no limit on messages pending
+//! authentication because none can be pending: the token is checked on the HTTP upgrade, before
+//! the WebSocket exists, and a y-protocols auth message on an open connection authorises
+//! nothing (it is ignored); until a connection has joined its room the server does not read
+//! from it, so what a client sends early waits in its own TCP window, not in server memory.
+//!
+//! Logs: `tracing`, with a `conn` span on every connection (`room`, `conn`, `peer`, `role`), an
+//! `http` span on every request (`request`, `method`, `path`; never the query, which may hold a
+//! token) and a `room` span on each room actor. Alerts: [`ServerConfig::alerts`] evaluates
+//! threshold rules on the metrics and POSTs what fires to a webhook ([`alerts`]).
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), spike_server::ServerError> {
 //! let server = spike_server::Server::new(spike_server::ServerConfig::new("data"))?;
@@ -41,8 +60,12 @@
 //! # }
 //! ```
 
+pub mod alerts;
 pub mod auth;
 mod conn;
+mod limits;
+pub mod observe;
+pub mod reports;
 mod room;
 pub mod store_api;
 
@@ -56,6 +79,7 @@ use std::time::Duration;
 use axum::routing::get;
 use tokio::sync::watch;
 
+pub use limits::{LimitKind, Rate};
 pub use room::Template;
 
 /// Everything that can go wrong running the server.
@@ -140,7 +164,11 @@ impl Access {
     }
 }
 
-/// Limits on what one client may send or hold.
+/// Limits on what one client may send or hold. "Per token" limits apply to connections that
+/// presented a verified token ([`Access::Tokens`]), keyed by the token itself (two links are two
+/// tokens, even for the same room and name); "per client address" ones to every connection,
+/// keyed by the peer's IP address (behind a reverse proxy that is the proxy's: raise them there).
+/// A rate that is `None` is not limited. See [`LimitKind`] for how each refusal is answered.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest accepted WebSocket message (and frame), bytes. Default 16 MiB.
@@ -158,6 +186,36 @@ pub struct Limits {
     /// Frames queued for one slow client before it is disconnected (it resyncs on reconnect).
     /// Default 4096.
     pub max_queued_frames: usize,
+    /// New WebSocket connections per client address. Checked before the token, so it also
+    /// bounds token guessing. Default 200/s, burst 2000 (a load generator opening 1000
+    /// connections from one address at once fits).
+    pub ip_connection_rate: Option<Rate>,
+    /// New WebSocket connections per token. Default 20/s, burst 100.
+    pub token_connection_rate: Option<Rate>,
+    /// Open connections one token may hold at once. Default 256.
+    pub max_connections_per_token: usize,
+    /// WebSocket messages received per client address, all its connections together.
+    /// Default 20 000/s, burst 40 000.
+    pub ip_message_rate: Option<Rate>,
+    /// WebSocket messages received per token. Default 5000/s, burst 20 000 (a folder import
+    /// by `spike mirror` sends one update per file at once).
+    pub token_message_rate: Option<Rate>,
+    /// WebSocket payload bytes received per client address. A message larger than the burst
+    /// never fits, so keep the burst at least [`Limits::max_frame_bytes`]. Default 64 MiB/s,
+    /// burst 128 MiB.
+    pub ip_byte_rate: Option<Rate>,
+    /// WebSocket payload bytes received per token. Default 16 MiB/s, burst 32 MiB.
+    pub token_byte_rate: Option<Rate>,
+    /// Largest HTTP request body, bytes: a larger `Content-Length` gets 413 before any handler
+    /// runs, and extractors stop reading a body without one there. Default 32 MiB.
+    pub max_body_bytes: usize,
+    /// A TCP connection must send its whole first HTTP request head within this, or it is
+    /// dropped. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Error reports ([`reports`]) per client address. Default 2/s, burst 60.
+    pub report_rate: Option<Rate>,
+    /// Largest error report body, bytes. Default 64 KiB.
+    pub max_report_bytes: usize,
 }
 
 impl Default for Limits {
@@ -169,6 +227,17 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_bad_messages: 8,
             max_queued_frames: 4096,
+            ip_connection_rate: Some(Rate::new(200, 2000)),
+            token_connection_rate: Some(Rate::new(20, 100)),
+            max_connections_per_token: 256,
+            ip_message_rate: Some(Rate::new(20_000, 40_000)),
+            token_message_rate: Some(Rate::new(5_000, 20_000)),
+            ip_byte_rate: Some(Rate::new(64 << 20, 128 << 20)),
+            token_byte_rate: Some(Rate::new(16 << 20, 32 << 20)),
+            max_body_bytes: 32 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            report_rate: Some(Rate::new(2, 60)),
+            max_report_bytes: 64 << 10,
         }
     }
 }
@@ -192,6 +261,8 @@ pub struct ServerConfig {
     /// The blob/KV API's backing store and size limits. Default: an object store on
     /// `<data_dir>/objects`.
     pub store: store_api::StoreConfig,
+    /// Alert rules evaluated while serving ([`alerts`]). Default: none.
+    pub alerts: Option<alerts::AlertRules>,
 }
 
 impl ServerConfig {
@@ -205,6 +276,7 @@ impl ServerConfig {
             templates: vec![Template::example()],
             access: Access::Open,
             store: store_api::StoreConfig::default(),
+            alerts: None,
         }
     }
 
@@ -228,6 +300,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Number of live room actors.
     pub(crate) live_rooms: watch::Sender<usize>,
+    pub(crate) guards: limits::Guards,
+    pub(crate) reports: reports::Store,
 }
 
 impl Inner {
@@ -238,6 +312,12 @@ impl Inner {
     pub(crate) fn peers(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Changes the live room count and `spike_rooms_open` with it.
+    pub(crate) fn rooms_changed(&self, change: impl FnOnce(&mut usize)) {
+        self.live_rooms.send_modify(change);
+        metrics::gauge!("spike_rooms_open").set(*self.live_rooms.borrow() as f64);
+    }
 }
 
 /// The room server. Cheap to clone.
@@ -247,13 +327,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the data folder, and the blob/KV backing store when none is configured
-    /// (`<data>/objects`). Errors: [`ServerError::Io`], [`ServerError::Store`].
+    /// Creates the data folder and the blob/KV backing store when none is configured
+    /// (`<data>/objects`), and installs the process' Prometheus recorder
+    /// ([`observe::install_recorder`]) if it is not yet. Errors: [`ServerError::Io`],
+    /// [`ServerError::Store`].
     pub fn new(mut config: ServerConfig) -> Result<Self, ServerError> {
         std::fs::create_dir_all(config.data_dir.join("rooms"))?;
         config.store = config.store.resolved(&config.data_dir)?;
+        observe::install_recorder();
         Ok(Self {
             inner: Arc::new(Inner {
+                guards: limits::Guards::new(&config.limits),
+                reports: reports::Store::default(),
                 config,
                 rooms: Mutex::default(),
                 peers: Mutex::default(),
@@ -264,12 +349,23 @@ impl Server {
         })
     }
 
-    /// The axum router: `/rooms/{room}`, `/healthz` and the blob/KV API ([`store_api`]).
+    /// The axum router: `/rooms/{room}`, `/healthz`, `/metrics`, the blob/KV API
+    /// ([`store_api`]) and `POST /v1/reports`, every route behind the body size limit and in an
+    /// `http` span.
     pub fn router(&self) -> axum::Router {
+        let max_body = self.inner.config.limits.max_body_bytes;
         axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(observe::metrics))
             .route("/rooms/{room}", get(conn::upgrade))
             .merge(store_api::routes())
+            .route("/v1/reports", axum::routing::post(reports::post))
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                limits::body_limit,
+            ))
+            .layer(axum::extract::DefaultBodyLimit::max(max_body))
+            .layer(axum::middleware::from_fn(observe::http_span))
             .with_state(self.inner.clone())
     }
 
@@ -291,9 +387,37 @@ impl Server {
             tracing::info!("shutting down: closing connections and flushing rooms");
             inner.shutdown.send_replace(true);
         };
+        if let Some(handle) = observe::handle() {
+            // Histograms are folded into their buckets at upkeep (also on each render).
+            let mut stop = self.inner.shutdown.subscribe();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => handle.run_upkeep(),
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            });
+        }
+        match (&self.inner.config.alerts, observe::handle()) {
+            (Some(rules), Some(handle)) => {
+                let stop = self.inner.shutdown.subscribe();
+                tokio::spawn(alerts::run(rules.clone(), handle, stop));
+            }
+            (Some(_), None) => {
+                tracing::warn!("alert rules are off: the metrics recorder is not ours")
+            }
+            (None, _) => {}
+        }
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        let handshake = self.inner.config.limits.handshake_timeout;
+        let listener = axum::serve::ListenerExt::tap_io(
+            limits::GuardedListener::new(listener, handshake),
+            |_| {},
+        );
         axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .await?;

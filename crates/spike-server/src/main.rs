@@ -2,23 +2,20 @@
 //! CLI and for the tests that must kill a server process.
 //!
 //! Usage: `spike-server [--listen 127.0.0.1:8787] [--data DIR] [--grace-ms N] [--secret-file F]
-//! [--open]`. Access as in `spike serve` ([`spike_server::Access::choose`]; `SPIKE_SECRET`).
+//! [--open] [--log-format text|json] [--alert-rules FILE]`. Access as in `spike serve`
+//! ([`spike_server::Access::choose`]; `SPIKE_SECRET`); logs and alerts as in `spike serve`.
 
 use anyhow::{bail, Context as _};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut listen = "127.0.0.1:8787".to_owned();
     let mut data = std::path::PathBuf::from("spike-data");
     let mut grace = None;
     let mut secret_file: Option<std::path::PathBuf> = None;
     let mut open = false;
+    let mut json = false;
+    let mut alert_rules: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -28,8 +25,29 @@ async fn main() -> anyhow::Result<()> {
             "--grace-ms" => grace = Some(value()?.parse::<u64>().context("--grace-ms")?),
             "--secret-file" => secret_file = Some(value()?.into()),
             "--open" => open = true,
-            other => bail!("unknown argument {other:?}; usage: spike-server [--listen ADDR] [--data DIR] [--grace-ms N] [--secret-file F] [--open]"),
+            "--log-format" => {
+                json = match value()?.as_str() {
+                    "json" => true,
+                    "text" => false,
+                    other => bail!("--log-format {other:?}: expected text or json"),
+                }
+            }
+            "--alert-rules" => alert_rules = Some(value()?.into()),
+            other => bail!("unknown argument {other:?}; usage: spike-server [--listen ADDR] [--data DIR] [--grace-ms N] [--secret-file F] [--open] [--log-format text|json] [--alert-rules FILE]"),
         }
+    }
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        logs.init();
     }
     let listen: std::net::SocketAddr = listen
         .parse()
@@ -45,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
     let mut config = spike_server::ServerConfig::new(data);
     config.access = access;
     config.check_listen(listen)?;
+    if let Some(path) = &alert_rules {
+        config.alerts = Some(spike_server::alerts::AlertRules::from_file(path)?);
+    }
     if let Some(ms) = grace {
         config.unload_grace = std::time::Duration::from_millis(ms);
     }

@@ -16,6 +16,7 @@ use spike_collab::yrs::{ClientID, Update};
 use spike_collab::{protocol, CollabError, RoomDoc, UpdateLog};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::limits::{self, LimitKind};
 use crate::Inner;
 
 /// A template new rooms can be seeded from.
@@ -73,6 +74,8 @@ pub(crate) enum RoomMsg {
     Frame {
         conn: ConnId,
         data: Vec<u8>,
+        /// When the connection read it (for `spike_fanout_seconds`).
+        received: Instant,
     },
     /// A message the connection rejected before the room saw it (a text frame).
     Bad {
@@ -136,7 +139,7 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
     let handle = RoomHandle { tx: tx.clone(), id };
     rooms.insert(name.to_owned(), handle.clone());
     drop(rooms);
-    inner.live_rooms.send_modify(|n| *n += 1);
+    inner.rooms_changed(|n| *n += 1);
     tracing::info!(room = name, files = doc.paths().len(), "room loaded");
     let room = Room {
         id,
@@ -170,10 +173,14 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
     });
     let spawned = std::thread::Builder::new()
         .name(format!("room-{name}"))
-        .spawn(move || room.run(rx));
+        .spawn(move || {
+            // The actor's own lines (loading, persisting, unloading) carry the room too.
+            let _span = tracing::info_span!(parent: None, "room", room = %room.name).entered();
+            room.run(rx)
+        });
     if let Err(e) = spawned {
         inner.rooms().remove(name);
-        inner.live_rooms.send_modify(|n| *n -= 1);
+        inner.rooms_changed(|n| *n -= 1);
         return Err(CollabError::Apply(format!(
             "could not start the room thread: {e}"
         )));
@@ -186,8 +193,10 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
 struct Batch {
     /// Raw updates to persist, in arrival order.
     persist: Vec<Vec<u8>>,
-    /// Frames for every connection but `from`.
-    broadcast: Vec<(ConnId, Vec<u8>)>,
+    /// Frames for every connection but `from`; `true` marks a document update.
+    broadcast: Vec<(ConnId, Vec<u8>, bool)>,
+    /// When each broadcast document update was received.
+    received: Vec<Instant>,
     /// Frames for one connection.
     replies: Vec<(ConnId, Vec<u8>)>,
     /// Connections to close after the sends.
@@ -230,10 +239,9 @@ impl Room {
                 reply,
             } => {
                 if self.conns.len() >= self.inner.config.limits.max_connections_per_room {
-                    let _ = reply.send(Err(format!(
-                        "room is full ({} connections)",
-                        self.conns.len()
-                    )));
+                    let reason = format!("room is full ({} connections)", self.conns.len());
+                    limits::refused(LimitKind::RoomConnections, None, &reason);
+                    let _ = reply.send(Err(reason));
                     return false;
                 }
                 if let Some(t) = template {
@@ -265,7 +273,11 @@ impl Room {
                 let _ = reply.send(Ok(()));
                 tracing::debug!(room = %self.name, conn, peers = self.conns.len(), "joined");
             }
-            RoomMsg::Frame { conn, data } => self.frame(conn, &data, batch),
+            RoomMsg::Frame {
+                conn,
+                data,
+                received,
+            } => self.frame(conn, &data, received, batch),
             RoomMsg::Bad { conn, reason } => self.bad(conn, &reason, batch),
             RoomMsg::Leave { conn } => self.leave(conn, batch),
             RoomMsg::Tick => {}
@@ -326,13 +338,13 @@ impl Room {
         c.bad += 1;
         tracing::warn!(room = %self.name, conn, strikes = c.bad, %reason, "rejected a message");
         if c.bad >= limit {
-            batch
-                .close
-                .push((conn, 1007, format!("too many malformed messages ({limit})")));
+            let reason = format!("too many malformed messages (the limit is {limit})");
+            limits::refused(LimitKind::BadMessages, None, &reason);
+            batch.close.push((conn, 1007, reason));
         }
     }
 
-    fn frame(&mut self, conn: ConnId, data: &[u8], batch: &mut Batch) {
+    fn frame(&mut self, conn: ConnId, data: &[u8], received: Instant, batch: &mut Batch) {
         if !self.conns.contains_key(&conn) {
             return;
         }
@@ -353,7 +365,7 @@ impl Room {
                         self.read_only_write(conn, &update, batch);
                         continue;
                     }
-                    self.update(conn, update, batch);
+                    self.update(conn, update, received, batch);
                     if batch.poisoned {
                         return;
                     }
@@ -368,7 +380,7 @@ impl Room {
                             if let Some(c) = self.conns.get_mut(&conn) {
                                 c.awareness_clients.extend(clients);
                             }
-                            batch.broadcast.push((conn, relay));
+                            batch.broadcast.push((conn, relay, false));
                         }
                         Err(e) => self.bad(conn, &format!("awareness: {e}"), batch),
                     }
@@ -398,17 +410,22 @@ impl Room {
             .push((conn, protocol::permission_denied(READ_ONLY_REASON)));
     }
 
-    fn update(&mut self, conn: ConnId, update: Vec<u8>, batch: &mut Batch) {
+    fn update(&mut self, conn: ConnId, update: Vec<u8>, received: Instant, batch: &mut Batch) {
         match self.doc.apply_update(&update) {
             Ok(Some(integrated)) => {
+                metrics::counter!("spike_updates_in_total").increment(1);
                 batch.persist.push(update);
-                batch.broadcast.push((conn, protocol::update(integrated)));
+                batch
+                    .broadcast
+                    .push((conn, protocol::update(integrated), true));
+                batch.received.push(received);
             }
             Ok(None) => {
                 if self.doc.has_pending() {
                     // Kept (the log is lossless), not broadcast: it joins the document when its
                     // dependency arrives.
                     tracing::warn!(room = %self.name, conn, "update waits for a missing dependency");
+                    metrics::counter!("spike_updates_in_total").increment(1);
                     batch.persist.push(update);
                 } else {
                     tracing::debug!(room = %self.name, conn, "update brought nothing new (a duplicate, or only empty items)");
@@ -439,7 +456,7 @@ impl Room {
         }
         if !gone.is_empty() {
             if let Ok(u) = self.awareness.update_with_clients(gone) {
-                batch.broadcast.push((conn, protocol::awareness(u)));
+                batch.broadcast.push((conn, protocol::awareness(u), false));
             }
         }
         if self.conns.is_empty() {
@@ -452,7 +469,10 @@ impl Room {
     /// its memory holds updates the disk does not).
     fn flush(&mut self, batch: Batch) -> bool {
         if !batch.persist.is_empty() {
-            if let Err(e) = self.log.append_all(batch.persist.iter().map(Vec::as_slice)) {
+            let started = Instant::now();
+            let appended = self.log.append_all(batch.persist.iter().map(Vec::as_slice));
+            metrics::histogram!("spike_persist_seconds").record(started.elapsed().as_secs_f64());
+            if let Err(e) = appended {
                 tracing::error!(room = %self.name, error = %e, "persisting failed; closing the room");
                 for id in self.conns.keys() {
                     let _ = self.conns[id]
@@ -470,16 +490,22 @@ impl Room {
             }
         }
         let mut slow = Vec::new();
-        for (from, frame) in &batch.broadcast {
+        let mut updates_out = 0u64;
+        for (from, frame, is_update) in &batch.broadcast {
             for (id, c) in &self.conns {
                 if id != from {
-                    if let Err(mpsc::error::TrySendError::Full(_)) =
-                        c.tx.try_send(Outgoing::Frame(frame.clone()))
-                    {
-                        slow.push(*id);
+                    match c.tx.try_send(Outgoing::Frame(frame.clone())) {
+                        Ok(()) => updates_out += u64::from(*is_update),
+                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
             }
+        }
+        metrics::counter!("spike_updates_out_total").increment(updates_out);
+        let fanout = metrics::histogram!("spike_fanout_seconds");
+        for received in &batch.received {
+            fanout.record(received.elapsed().as_secs_f64());
         }
         for (to, frame) in batch.replies {
             if let Some(c) = self.conns.get(&to) {
@@ -497,9 +523,14 @@ impl Room {
         }
         for id in slow {
             if let Some(c) = self.conns.get(&id) {
+                let reason = format!(
+                    "too slow: {} frames waiting to be sent",
+                    self.inner.config.limits.max_queued_frames
+                );
                 tracing::warn!(room = %self.name, conn = id, "client too slow; disconnecting");
+                limits::refused(LimitKind::SlowClient, None, &reason);
                 // The queue is full: dropping the sender ends the writer, which closes the socket.
-                let _ = c.tx.try_send(Outgoing::Close(1013, "too slow".into()));
+                let _ = c.tx.try_send(Outgoing::Close(1013, reason));
             }
             self.conns.remove(&id);
         }
@@ -545,8 +576,6 @@ impl Room {
             }
             Err(e) => tracing::warn!(room = %self.name, error = %e, "compaction at unload failed"),
         }
-        self.inner
-            .live_rooms
-            .send_modify(|n| *n = n.saturating_sub(1));
+        self.inner.rooms_changed(|n| *n = n.saturating_sub(1));
     }
 }

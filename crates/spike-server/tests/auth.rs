@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -35,85 +32,10 @@ fn tokens_config(dir: &std::path::Path, key: &TokenKey) -> ServerConfig {
     c
 }
 
-/// Counts `spike_auth_refusals_total` by reason, through the `metrics` facade, for the whole
-/// test binary (tests run in parallel, so assertions compare before/after deltas).
-#[derive(Default)]
-struct Refusals(Mutex<HashMap<String, Arc<AtomicU64>>>);
-
-struct Count(Arc<AtomicU64>);
-
-impl metrics::CounterFn for Count {
-    fn increment(&self, value: u64) {
-        self.0.fetch_add(value, Ordering::Relaxed);
-    }
-    fn absolute(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed);
-    }
-}
-
-impl metrics::Recorder for &'static Refusals {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        if key.name() != "spike_auth_refusals_total" {
-            return metrics::Counter::noop();
-        }
-        let reason = key
-            .labels()
-            .find(|l| l.key() == "reason")
-            .map(|l| l.value().to_owned())
-            .unwrap_or_default();
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(reason).or_default().clone();
-        metrics::Counter::from_arc(Arc::new(Count(n)))
-    }
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
-fn refusals() -> &'static Refusals {
-    static R: OnceLock<&'static Refusals> = OnceLock::new();
-    R.get_or_init(|| {
-        let r: &'static Refusals = Box::leak(Box::default());
-        let _ = metrics::set_global_recorder(r);
-        r
-    })
-}
-
+/// `spike_auth_refusals_total{reason}` as `/metrics` renders it. Counters are process-wide and
+/// `cargo test` runs these tests in parallel in one process, so assertions compare deltas.
 fn refused(reason: &str) -> u64 {
-    refusals()
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(reason)
-        .map_or(0, |n| n.load(Ordering::Relaxed))
+    common::metric(&format!("spike_auth_refusals_total{{reason=\"{reason}\"}}")) as u64
 }
 
 /// Connects and expects an HTTP refusal; returns its status and body.

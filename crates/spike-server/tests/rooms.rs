@@ -481,6 +481,15 @@ async fn limits_rooms_per_peer_and_idle_timeout() -> TestResult {
     // closed as idle, after which its room unloads.
     let reader = tokio::spawn(async move { while let Some(Ok(_)) = r1.next().await {} });
     let deadline = tokio::time::Instant::now() + T;
+    // Both rooms load first (joins run after the upgrades answered), else "one room open"
+    // could be seen before the second loaded, and reading r2 below would answer its pings.
+    while server.server.open_rooms() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rooms never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     while server.server.open_rooms() != 1 {
         assert!(
             tokio::time::Instant::now() < deadline,

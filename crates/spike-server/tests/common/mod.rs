@@ -179,3 +179,16 @@ pub async fn spawn_server(
         .to_owned();
     Ok((child, url))
 }
+
+/// The value of one series in this process' `/metrics` rendering, by its exact name and labels
+/// as rendered (`name{label="value"}`); 0 when the series does not exist yet. Installs the
+/// recorder if no server has yet.
+pub fn metric(series: &str) -> f64 {
+    let handle = spike_server::observe::install_recorder().expect("the Prometheus recorder");
+    handle
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse::<f64>().expect("a number"))
+        .sum()
+}
