@@ -43,6 +43,9 @@ pub enum DesktopError {
     /// An edit the assistant proposed does not fit the room (any more).
     #[error(transparent)]
     AiEdit(#[from] spike_ai::EditError),
+    /// The store (the npm module cache) could not be opened.
+    #[error(transparent)]
+    Store(#[from] spike_store::StoreError),
     /// The OS keychain could not be used.
     #[error("keychain: {0}")]
     Keychain(String),
@@ -64,6 +67,7 @@ impl DesktopError {
             DesktopError::Mirror(_) => "mirror",
             DesktopError::Ai(_) | DesktopError::AiEdit(_) => "ai",
             DesktopError::Keychain(_) => "keychain",
+            DesktopError::Store(_) => "store",
         }
     }
 
@@ -82,7 +86,7 @@ impl DesktopError {
 pub struct ErrorReply {
     /// Which kind of failure.
     #[ts(
-        type = r#""transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror" | "ai" | "keychain""#
+        type = r#""transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror" | "ai" | "keychain" | "store""#
     )]
     pub kind: &'static str,
     /// The error in a sentence.

@@ -36,6 +36,7 @@ pub mod commands;
 mod error;
 pub mod keys;
 mod mirror;
+mod npm;
 pub mod room;
 pub mod settings;
 
@@ -229,6 +230,9 @@ pub struct Shell {
     mirror: tokio::sync::Mutex<Option<mirror::ActiveMirror>>,
     /// The AI assistant: running questions, open proposals, the provider router.
     assistant: Arc<assistant::Assistant>,
+    /// The preview's npm module cache (memory and SQLite); `None` when it could not be opened,
+    /// and then the preview has React only.
+    npm: Option<npm::NpmCache>,
     changes: Mutex<mpsc::Sender<Vec<String>>>,
     /// Opens a room and starts its watchers (holds the app handle, whatever its runtime).
     opener: Box<RoomOpener>,
@@ -274,7 +278,11 @@ impl Shell {
         settings.cdn = settings.cdn.trim().trim_end_matches('/').to_owned();
         settings.last_room = lock(&self.settings).last_room.clone();
         settings.save(&self.settings_path)?;
+        let cdn_changed = lock(&self.settings).cdn != settings.cdn;
         *lock(&self.settings) = settings.clone();
+        if cdn_changed {
+            self.configure_npm();
+        }
         let cursor = lock(&self.current().cursor).clone();
         self.set_cursor(cursor)?;
         self.emit_status();
@@ -346,6 +354,7 @@ impl Shell {
         );
         *lock(&self.events) = None;
         self.remember(&link);
+        self.configure_npm();
         for task in &previous.tasks {
             task.abort();
         }
@@ -522,6 +531,20 @@ impl Shell {
         current.room.set_presence(&presence)
     }
 
+    /// Points the preview's npm packages at the settings' CDN through the cache, with the open
+    /// room's server as the shared tier. The page picks it up at its next load.
+    fn configure_npm(&self) {
+        let Some(cache) = &self.npm else { return };
+        let current = self.current();
+        let fetcher = cache.fetcher(
+            &self.settings().cdn,
+            &current.link.server,
+            current.link.token.clone(),
+        );
+        tracing::debug!(?fetcher, "npm packages for the preview");
+        self.preview.set_npm(Some(Arc::new(fetcher)));
+    }
+
     /// Queues files for the debounced diagnostics + preview pass.
     fn changed(&self, paths: Vec<String>) {
         // The receiver lives as long as the app; a send error means it is shutting down.
@@ -547,7 +570,10 @@ impl Shell {
             });
         }
         let errors = self.preview.room_errors(room.as_ref());
-        let result = if errors.is_empty() {
+        let result = if self.preview.needs_reload(room.as_ref()) {
+            // A new npm package: only a fresh page has it in its import map.
+            (self.preview_eval)(preview::reload_script())
+        } else if errors.is_empty() {
             self.render_preview().map(drop)
         } else {
             (self.preview_eval)(&preview::errors_script(&errors))
@@ -718,6 +744,13 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
 
     let (tx, rx) = mpsc::channel::<Vec<String>>();
     let ai_cache = data_dir.join("ai-cache.sqlite");
+    let npm = match npm::NpmCache::open(&data_dir.join("cache").join("npm.sqlite")) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            tracing::warn!("npm packages are off in the preview: {e}");
+            None
+        }
+    };
     app.manage(Shell {
         current: RwLock::new(current),
         switching: tokio::sync::Mutex::new(()),
@@ -729,11 +762,13 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         events: Arc::default(),
         mirror: tokio::sync::Mutex::new(None),
         assistant: Arc::new(assistant::Assistant::new(ai_cache)),
+        npm,
         changes: Mutex::new(tx),
         opener,
         preview_eval,
     });
     app.state::<Shell>().remember(&link);
+    app.state::<Shell>().configure_npm();
     let handle = app.clone();
     std::thread::Builder::new()
         .name("preview-debounce".into())

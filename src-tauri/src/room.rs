@@ -316,6 +316,13 @@ impl spike_preview::ModuleSource for Room {
     fn title(&self) -> Option<String> {
         self.meta("title")
     }
+
+    /// The room's pins: `meta.packages`, a JSON object of package name → version.
+    fn package_version(&self, package: &str) -> Option<String> {
+        let pins = self.meta("packages")?;
+        let pins: serde_json::Value = serde_json::from_str(&pins).ok()?;
+        pins.get(package)?.as_str().map(str::to_owned)
+    }
 }
 
 /// Locks a mutex, recovering the data if a thread panicked while holding it: the document and the

@@ -317,7 +317,7 @@ export type ErrorReply = {
 /**
  * Which kind of failure.
  */
-kind: "transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror" | "ai" | "keychain", 
+kind: "transpile" | "format" | "collab" | "tauri" | "io" | "settings" | "bad-request" | "read-only" | "mirror" | "ai" | "keychain" | "store", 
 /**
  * The error in a sentence.
  */

@@ -21,6 +21,9 @@
 //! authority first, and fetches from an origin on a miss ([`Store::get_or_fetch`]). [`Metered`]
 //! records `spike_store_*` metrics per tier (names in [`metrics`]).
 //!
+//! Where entries come from when no tier has them: [`HttpOrigin`] (an ESM CDN for the preview),
+//! fetched with timeouts, redirects and retries, fresh for the origin's `Cache-Control: max-age`.
+//!
 //! The two remote tiers: [`ObjectTier`] is the server's backing store over the
 //! `object_store` crate: a local folder by default, or S3 / R2 / MinIO by URL
 //! ([`ObjectTier::from_url`]); meta travels in an envelope inside each object. [`RemoteTier`]
@@ -38,6 +41,7 @@ mod key;
 mod memory;
 mod metered;
 mod object;
+mod origin;
 mod remote;
 mod sqlite;
 mod store;
@@ -59,6 +63,7 @@ pub use key::{BlobHash, Key, KvKey, Prefix};
 pub use memory::{MemoryTier, DEFAULT_STALE_WINDOW};
 pub use metered::Metered;
 pub use object::{ObjectTier, ObjectUrlError};
+pub use origin::{HttpOrigin, OriginConfig};
 pub use remote::{BreakerState, RemoteConfig, RemoteTier};
 pub use sqlite::{SqliteOptions, SqliteTier, APPLICATION_ID};
 pub use store::{Fetched, Store};

@@ -1,0 +1,147 @@
+//! npm packages in the preview: spike-preview's [`NpmFetcher`] over the tiered store. A CDN
+//! module is looked up in memory, then in the SQLite cache under the app's data folder, then on
+//! the room server's blob/KV API (so a team shares one cache), and only then fetched from the
+//! ESM CDN, after which every tier keeps it: what was fetched once works offline and across
+//! restarts. An expired copy is revalidated when the CDN is reachable and served as it is when
+//! not (stale-if-error).
+
+use std::sync::Arc;
+
+use spike_preview::{NpmFetcher, NpmModule};
+use spike_store::{
+    Freshness, HttpOrigin, Key, MemoryTier, OriginConfig, RemoteConfig, RemoteTier, SqliteOptions,
+    SqliteTier, Store, StoreError, Tier,
+};
+
+use crate::DesktopError;
+
+/// The KV namespace CDN modules are kept under.
+const NAMESPACE: &str = "npm";
+/// The memory tier's bound, bytes.
+const MEMORY_BYTES: u64 = 64 << 20;
+
+/// The local tiers, kept for the app's lifetime; the remote tier changes with the room server.
+pub(crate) struct NpmCache {
+    memory: Arc<MemoryTier>,
+    sqlite: Arc<SqliteTier>,
+    origin: HttpOrigin,
+}
+
+impl NpmCache {
+    /// Opens (or creates, or rebuilds when damaged) the cache file `path`.
+    /// Errors: [`DesktopError::Store`] when it cannot be opened at all.
+    pub(crate) fn open(path: &std::path::Path) -> Result<Self, DesktopError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| DesktopError::Io {
+                context: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        Ok(Self {
+            memory: Arc::new(MemoryTier::new(MEMORY_BYTES)),
+            sqlite: Arc::new(SqliteTier::open(path, SqliteOptions::default())?),
+            origin: HttpOrigin::new(OriginConfig::default())?,
+        })
+    }
+
+    /// A fetcher from `cdn` for a room on `room_server` (`ws://host:port/rooms`), which reaches
+    /// the server's store with `token`.
+    pub(crate) fn fetcher(
+        &self,
+        cdn: &str,
+        room_server: &str,
+        token: Option<String>,
+    ) -> CdnFetcher {
+        let mut tiers: Vec<Arc<dyn Tier>> = vec![self.memory.clone(), self.sqlite.clone()];
+        if let Some(base) = http_base(room_server) {
+            let mut config = RemoteConfig::new(base);
+            config.token = token;
+            match RemoteTier::new(config) {
+                Ok(remote) => tiers.push(Arc::new(remote)),
+                Err(e) => tracing::warn!("the room server's store is not used: {e}"),
+            }
+        }
+        CdnFetcher {
+            cdn: cdn.trim_end_matches('/').to_owned(),
+            store: Store::new(tiers),
+            origin: self.origin.clone(),
+        }
+    }
+}
+
+/// `ws://host:port/rooms` → `http://host:port` (and `wss` → `https`).
+fn http_base(room_server: &str) -> Option<String> {
+    let (scheme, rest) = room_server.split_once("://")?;
+    let scheme = match scheme {
+        "ws" => "http",
+        "wss" => "https",
+        _ => return None,
+    };
+    let authority = rest.split('/').next()?;
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// Fetches CDN modules through the store.
+pub(crate) struct CdnFetcher {
+    cdn: String,
+    store: Store,
+    origin: HttpOrigin,
+}
+
+impl std::fmt::Debug for CdnFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CdnFetcher({}, {:?})", self.cdn, self.store.tier_names())
+    }
+}
+
+impl NpmFetcher for CdnFetcher {
+    fn cdn(&self) -> &str {
+        &self.cdn
+    }
+
+    fn fetch(&self, url: &str) -> Result<NpmModule, String> {
+        let name = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let key = Key::kv(NAMESPACE, name).map_err(|e| e.to_string())?;
+        // Called on the preview's request threads, never on the async runtime's.
+        let entry = tauri::async_runtime::block_on(
+            self.store.get_or_fetch(&key, || self.origin.fetch(url)),
+        )
+        .map_err(|e| reason(&e))?;
+        Ok(NpmModule {
+            body: entry.body.to_vec(),
+            stale: match entry.freshness {
+                Freshness::Fresh => None,
+                Freshness::Stale { reason } => Some(reason),
+            },
+        })
+    }
+}
+
+/// What the preview says when a module cannot be had.
+fn reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable { reason, .. } => {
+            format!("offline or unreachable, and not in the cache ({reason})")
+        }
+        StoreError::Backend { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_servers_map_to_their_http_base() {
+        assert_eq!(
+            http_base("ws://127.0.0.1:8717/rooms").as_deref(),
+            Some("http://127.0.0.1:8717")
+        );
+        assert_eq!(
+            http_base("wss://spike.example.com/rooms").as_deref(),
+            Some("https://spike.example.com")
+        );
+        assert_eq!(http_base("http://x/rooms"), None);
+    }
+}
