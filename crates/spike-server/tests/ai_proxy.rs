@@ -208,7 +208,7 @@ struct Setup {
     server: TestServer,
     upstream: Upstream,
     key: TokenKey,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Setup {
@@ -234,7 +234,7 @@ impl Setup {
             server,
             upstream,
             key,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -708,5 +708,30 @@ async fn without_an_ai_provider_the_routes_answer_404() -> TestResult {
         "{text}"
     );
     server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deterministic_request_is_answered_from_the_cache_in_the_data_folder() -> TestResult {
+    let setup = Setup::start(vec![text_answer(&["Cached ", "answer"])], |_| {}).await;
+    let client = setup.client(Some(setup.token(Role::Edit, "ada")));
+    let mut request = ChatRequest::new("gpt-test", "Explain useEffect");
+    request.temperature = Some(0.0);
+    for _ in 0..2 {
+        let (text, finish) = spike_ai::collect(client.stream(&request).await?).await?;
+        assert_eq!(text, "Cached answer");
+        assert_eq!(finish.stop_reason.as_deref(), Some("stop"));
+    }
+    assert_eq!(
+        setup.upstream.requests().len(),
+        1,
+        "the second came from the cache"
+    );
+    assert!(setup
+        .dir
+        .path()
+        .join(spike_server::ai_proxy::CACHE_FILE)
+        .exists());
+    setup.server.stop().await;
     Ok(())
 }
