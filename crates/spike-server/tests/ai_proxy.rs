@@ -735,3 +735,82 @@ async fn a_deterministic_request_is_answered_from_the_cache_in_the_data_folder()
     setup.server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_answer_cut_upstream_ends_the_stream_with_an_error_event_not_done() -> TestResult {
+    let mut cut = text_answer(&["Half an ", "answer"]);
+    // Only the first event, then the connection closes: no finish_reason, no [DONE].
+    cut.pieces.truncate(2);
+    let setup = Setup::start(vec![cut], |_| {}).await;
+    let before = metric(
+        "spike_ai_proxy_requests_total",
+        &[("provider", "compatible"), ("outcome", "bad_gateway")],
+    );
+    let client = setup.client(Some(setup.token(Role::Edit, "ada")));
+    let mut answer = client.stream(&ChatRequest::new("gpt-test", "hi")).await?;
+    assert_eq!(
+        answer.next().await.transpose()?,
+        Some(spike_ai::Chunk::Text("Half an ".into()))
+    );
+    match answer.next().await {
+        Some(Err(AiError::ProviderDown { detail, .. })) => {
+            assert!(detail.contains("cut off"), "{detail}")
+        }
+        other => panic!("expected the proxy's error event, got {other:?}"),
+    }
+    assert!(
+        metric(
+            "spike_ai_proxy_requests_total",
+            &[("provider", "compatible"), ("outcome", "bad_gateway")]
+        ) > before
+    );
+    assert_eq!(
+        setup.upstream.requests().len(),
+        1,
+        "no retry once text was sent"
+    );
+    setup.server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn in_open_mode_each_client_address_has_its_own_quota() -> TestResult {
+    let upstream = Upstream::start(vec![text_answer(&["one"]), text_answer(&["two"])]).await;
+    let dir = tempfile::tempdir()?;
+    let mut config = common::config(dir.path());
+    let mut ai = AiConfig::new(ProviderKind::Compatible);
+    ai.base_url = Some(upstream.base());
+    ai.limits.per_caller = Some(spike_ai::Quota::per_minute(std::num::NonZeroU32::MIN));
+    config.ai = Some(ai);
+    let server = TestServer::start(config).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let from = |ip: [u8; 4]| -> Result<reqwest::Client, reqwest::Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+    };
+    let url = format!("http://{}/v1/ai/chat", server.addr);
+    let first = from([127, 0, 0, 1])?
+        .post(&url)
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(first.status().as_u16(), 200, "no token needed in open mode");
+    let again = from([127, 0, 0, 1])?
+        .post(&url)
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(again.status().as_u16(), 429);
+    assert!(again.headers().contains_key("retry-after"));
+    // Another loopback address is another caller.
+    let other = from([127, 0, 0, 2])?.post(&url).body(body).send().await?;
+    assert_eq!(other.status().as_u16(), 200);
+    let v: Value = serde_json::from_str(&other.text().await?)?;
+    assert_eq!(v["choices"][0]["message"]["content"], "two");
+    assert_eq!(upstream.requests().len(), 2);
+    assert!(!upstream.requests()[0].headers.contains_key("authorization"));
+    server.stop().await;
+    Ok(())
+}
