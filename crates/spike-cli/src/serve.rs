@@ -156,8 +156,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "AI proxy on /v1/ai/chat"
             );
         }
-        let server = spike_server::Server::new(config)
-            .with_context(|| format!("opening the data folder {}", args.data.display()))?;
+        let server = spike_server::Server::new(config).with_context(|| {
+            format!("starting the server (data folder {})", args.data.display())
+        })?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;

@@ -27,6 +27,8 @@ struct Reply {
     status: &'static str,
     headers: Vec<(&'static str, String)>,
     pieces: Vec<Vec<u8>>,
+    /// After the pieces, keep the connection open until the client hangs up.
+    hold_open: bool,
 }
 
 impl Reply {
@@ -45,6 +47,7 @@ impl Reply {
             status: "200 OK",
             headers: vec![("content-type", "text/event-stream".into())],
             pieces,
+            hold_open: false,
         }
     }
 
@@ -57,6 +60,7 @@ impl Reply {
                     .to_string()
                     .into_bytes(),
             ],
+            hold_open: false,
         }
     }
 }
@@ -74,6 +78,8 @@ struct Recorded {
 struct Upstream {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Connections held open (`Reply::hold_open`) that the client closed.
+    hung_up: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -85,16 +91,23 @@ impl Upstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let recorded = requests.clone();
+        let hung_up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hangups = hung_up.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let recorded = recorded.clone();
                 let script = script.clone();
+                let hangups = hangups.clone();
                 tokio::spawn(async move {
-                    answer(socket, recorded, script).await;
+                    answer(socket, recorded, script, hangups).await;
                 });
             }
         });
-        Upstream { addr, requests }
+        Upstream {
+            addr,
+            requests,
+            hung_up,
+        }
     }
 
     fn base(&self) -> String {
@@ -110,6 +123,7 @@ async fn answer(
     mut socket: tokio::net::TcpStream,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    hung_up: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     socket.set_nodelay(true).expect("nodelay");
     let mut buf = Vec::new();
@@ -169,6 +183,12 @@ async fn answer(
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if reply.hold_open {
+        // Reading returns 0 (or fails) once the client closed its end.
+        while matches!(socket.read(&mut chunk).await, Ok(n) if n > 0) {}
+        hung_up.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        return;
     }
     let _ = socket.shutdown().await;
 }
@@ -812,5 +832,52 @@ async fn in_open_mode_each_client_address_has_its_own_quota() -> TestResult {
     assert_eq!(upstream.requests().len(), 2);
     assert!(!upstream.requests()[0].headers.contains_key("authorization"));
     server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_stops_the_upstream_request() -> TestResult {
+    let mut slow = text_answer(&["First ", "never sent"]);
+    slow.pieces.truncate(2);
+    slow.hold_open = true;
+    let setup = Setup::start(vec![slow], |_| {}).await;
+    let before = metric(
+        "spike_ai_proxy_requests_total",
+        &[("provider", "compatible"), ("outcome", "client_gone")],
+    );
+    let client = setup.client(Some(setup.token(Role::Edit, "ada")));
+    let mut answer = client.stream(&ChatRequest::new("gpt-test", "hi")).await?;
+    assert_eq!(
+        answer.next().await.transpose()?,
+        Some(spike_ai::Chunk::Text("First ".into()))
+    );
+    assert_eq!(
+        setup
+            .upstream
+            .hung_up
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    drop(answer);
+    let deadline = tokio::time::Instant::now() + common::T;
+    while setup
+        .upstream
+        .hung_up
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstream request outlived its caller"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        metric(
+            "spike_ai_proxy_requests_total",
+            &[("provider", "compatible"), ("outcome", "client_gone")]
+        ) > before
+    );
+    setup.server.stop().await;
     Ok(())
 }
