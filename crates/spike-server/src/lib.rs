@@ -373,8 +373,8 @@ impl Server {
     }
 
     /// The axum router: `/rooms/{room}`, `/healthz`, `/metrics`, the blob/KV API
-    /// ([`store_api`]), `POST /v1/reports` and the AI proxy ([`ai_proxy`]), every route behind the body size limit and in an
-    /// `http` span.
+    /// ([`store_api`]), `POST /v1/reports` and the AI proxy ([`ai_proxy`]), every route behind
+    /// the body size limit and in an `http` span.
     pub fn router(&self) -> axum::Router {
         let max_body = self.inner.config.limits.max_body_bytes;
         axum::Router::new()
