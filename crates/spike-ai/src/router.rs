@@ -112,6 +112,12 @@ struct Route {
 /// When every provider was skipped or failed, the last error is returned. Retries and fallback
 /// happen only before the answer starts: once text has been streamed, a mid-stream error goes to
 /// the caller.
+///
+/// Each provider consulted counts once in `spike_ai_requests_total{provider, outcome}` (the
+/// `metrics` facade), retries included: `ok` (it accepted; the answer streams), `cache_hit`,
+/// `local_quota` (its [`RateLimits::per_provider`] was spent), or the error that ended the
+/// attempt ([`AiError`] as `rate_limited`, `unauthorized`, `overloaded`, `down`,
+/// `invalid_request`, `timeout`, `malformed`, `cut`, `circuit_open`, `error`).
 #[derive(Default)]
 pub struct Router {
     routes: Vec<Route>,
@@ -215,6 +221,7 @@ impl Router {
                 if let Some(chunks) = cache.get(key) {
                     tracing::debug!(provider = name, "AI answer served from the cache");
                     metrics::counter!("spike_ai_cache_hits_total").increment(1);
+                    count(name, "cache_hit");
                     return Ok(ResponseCache::replay(chunks));
                 }
                 metrics::counter!("spike_ai_cache_misses_total").increment(1);
@@ -224,6 +231,7 @@ impl Router {
                     let wait = not_until.wait_time_from(DefaultClock::default().now());
                     metrics::counter!("spike_ai_rate_limited_total", "scope" => "provider")
                         .increment(1);
+                    count(name, "local_quota");
                     tracing::warn!(
                         provider = name,
                         ?wait,
@@ -236,7 +244,9 @@ impl Router {
                     continue;
                 }
             }
-            match self.attempt(route, request).await {
+            let attempt = self.attempt(route, request).await;
+            count(name, attempt.as_ref().map_or_else(outcome, |_| "ok"));
+            match attempt {
                 Ok(stream) => {
                     return Ok(match (cache, key) {
                         (Some(cache), Some(key)) => {
@@ -298,6 +308,29 @@ impl Router {
                 tracing::warn!(provider = route.provider.name(), error = %e, ?delay, "retrying");
             })
             .await
+    }
+}
+
+/// One provider's part in one router request, for `spike_ai_requests_total`.
+fn count(provider: &str, outcome: &'static str) {
+    metrics::counter!("spike_ai_requests_total",
+        "provider" => provider.to_owned(), "outcome" => outcome)
+    .increment(1);
+}
+
+/// The `outcome` label of an error.
+fn outcome(e: &AiError) -> &'static str {
+    match e {
+        AiError::RateLimited { .. } => "rate_limited",
+        AiError::Unauthorized { .. } => "unauthorized",
+        AiError::Overloaded { .. } => "overloaded",
+        AiError::ProviderDown { .. } => "down",
+        AiError::InvalidRequest { .. } => "invalid_request",
+        AiError::Timeout { .. } => "timeout",
+        AiError::Malformed { .. } => "malformed",
+        AiError::StreamCut { .. } => "cut",
+        AiError::CircuitOpen { .. } => "circuit_open",
+        _ => "error",
     }
 }
 

@@ -11,6 +11,14 @@
 //! `role`, `http` carries `request`, `method` and `path`); `RUST_LOG` filters them (default
 //! `info`). `--alert-rules FILE` evaluates threshold rules on the metrics and POSTs what fires to a
 //! webhook (the file's format: `spike_server::alerts`).
+//!
+//! AI proxy (see `spike_server::ai_proxy`): `--ai-provider openai|anthropic|compatible` serves
+//! `POST /v1/ai/chat` (and `/v1/ai/v1/chat/completions` for OpenAI clients with base URL
+//! `http://host:port/v1/ai`) through the server's own account. The key comes from the server's
+//! environment (`OPENAI_API_KEY`, or `ANTHROPIC_API_KEY` for `anthropic`), never from a flag,
+//! which `ps` would show; `--ai-base-url`, `--ai-model` (replacing the callers' model) and
+//! `--ai-rate-per-minute` (requests per caller: each token's room and name, or in open mode each
+//! client address) tune it.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -46,6 +54,38 @@ pub struct Args {
     /// JSON file of alert rules evaluated on the server's own metrics (see the module docs).
     #[arg(long, value_name = "FILE")]
     alert_rules: Option<PathBuf>,
+    /// Serve the AI proxy (`POST /v1/ai/chat`) through this provider, with the key in
+    /// OPENAI_API_KEY (openai, compatible) or ANTHROPIC_API_KEY (anthropic).
+    #[arg(long, value_name = "KIND", value_parser = ai_provider)]
+    ai_provider: Option<spike_ai::ProviderKind>,
+    /// The AI provider's base URL. Default: the provider's own (Ollama's for compatible).
+    #[arg(long, value_name = "URL", requires = "ai_provider")]
+    ai_base_url: Option<String>,
+    /// The model every AI request uses. Default: the one each caller asks for.
+    #[arg(long, value_name = "MODEL", requires = "ai_provider")]
+    ai_model: Option<String>,
+    /// AI requests each caller may make a minute (bursts of as many).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    ai_rate_per_minute: u32,
+}
+
+fn ai_provider(s: &str) -> Result<spike_ai::ProviderKind, String> {
+    s.parse().map_err(|e: spike_ai::AiError| e.to_string())
+}
+
+/// The proxy's configuration from the flags, with the key from the server's environment.
+fn ai_config(args: &Args) -> Option<spike_server::ai_proxy::AiConfig> {
+    let kind = args.ai_provider?;
+    let mut ai = spike_server::ai_proxy::AiConfig::new(kind);
+    ai.base_url.clone_from(&args.ai_base_url);
+    ai.model.clone_from(&args.ai_model);
+    ai.api_key = std::env::var(kind.key_variable())
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let per_minute =
+        std::num::NonZeroU32::new(args.ai_rate_per_minute).unwrap_or(std::num::NonZeroU32::MIN);
+    ai.limits.per_caller = Some(spike_ai::Quota::per_minute(per_minute));
+    Some(ai)
 }
 
 /// How `spike serve` writes its logs.
@@ -106,8 +146,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             config.alerts = Some(rules);
         }
-        let server = spike_server::Server::new(config)
-            .with_context(|| format!("opening the data folder {}", args.data.display()))?;
+        config.ai = ai_config(&args);
+        if let Some(ai) = &config.ai {
+            tracing::info!(
+                provider = %ai.provider,
+                base_url = ai.base_url.as_deref().unwrap_or(ai.provider.default_base_url()),
+                model = ai.model.as_deref().unwrap_or("(the caller's)"),
+                key = if ai.api_key.is_some() { ai.provider.key_variable() } else { "none" },
+                "AI proxy on /v1/ai/chat"
+            );
+        }
+        let server = spike_server::Server::new(config).with_context(|| {
+            format!("starting the server (data folder {})", args.data.display())
+        })?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;

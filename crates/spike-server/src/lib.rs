@@ -23,6 +23,14 @@
 //! [`ServerConfig::store`] (by default an object store in `<data>/objects`), behind the same
 //! tokens as rooms.
 //!
+//! AI proxy ([`ai_proxy`]): `POST /v1/ai/chat` (and `POST /v1/ai/v1/chat/completions`, so an
+//! OpenAI client with base URL `http://host:port/v1/ai` works unchanged) speaks OpenAI's Chat
+//! Completions format, streamed or not, and answers through the provider in
+//! [`ServerConfig::ai`] with the server's own key, behind per-caller quotas, retries, a circuit
+//! breaker and a response cache (`<data>/ai-cache.sqlite`). It takes an `edit` room token as
+//! the caller's API key (a `view` token gets 403) and never forwards it. Without an AI
+//! configuration it answers 404.
+//!
 //! Each open room is one actor (a thread owning the yrs document, the awareness and the room's
 //! SQLite log, `<data>/rooms/<room>.sqlite3`). It loads the log before it answers any message,
 //! persists every update (WAL, `synchronous = NORMAL`: durable against a process crash) before broadcasting it or answering a later
@@ -60,6 +68,7 @@
 //! # }
 //! ```
 
+pub mod ai_proxy;
 pub mod alerts;
 pub mod auth;
 mod conn;
@@ -104,6 +113,9 @@ pub enum ServerError {
     /// The blob/KV backing store could not be opened.
     #[error(transparent)]
     Store(#[from] spike_store::ObjectUrlError),
+    /// The AI proxy's provider could not be set up (no key, a bad URL) or its cache opened.
+    #[error("AI proxy: {0}")]
+    Ai(#[from] spike_ai::AiError),
 }
 
 /// Who may join rooms.
@@ -263,6 +275,8 @@ pub struct ServerConfig {
     pub store: store_api::StoreConfig,
     /// Alert rules evaluated while serving ([`alerts`]). Default: none.
     pub alerts: Option<alerts::AlertRules>,
+    /// The AI proxy's provider ([`ai_proxy`]). Default: none (its routes answer 404).
+    pub ai: Option<ai_proxy::AiConfig>,
 }
 
 impl ServerConfig {
@@ -277,6 +291,7 @@ impl ServerConfig {
             access: Access::Open,
             store: store_api::StoreConfig::default(),
             alerts: None,
+            ai: None,
         }
     }
 
@@ -302,6 +317,7 @@ pub(crate) struct Inner {
     pub(crate) live_rooms: watch::Sender<usize>,
     pub(crate) guards: limits::Guards,
     pub(crate) reports: reports::Store,
+    pub(crate) ai: Option<ai_proxy::Proxy>,
 }
 
 impl Inner {
@@ -329,14 +345,21 @@ pub struct Server {
 impl Server {
     /// Creates the data folder and the blob/KV backing store when none is configured
     /// (`<data>/objects`), and installs the process' Prometheus recorder
-    /// ([`observe::install_recorder`]) if it is not yet. Errors: [`ServerError::Io`],
-    /// [`ServerError::Store`].
+    /// ([`observe::install_recorder`]) if it is not yet, and the AI proxy's provider and cache
+    /// when [`ServerConfig::ai`] is set. Errors: [`ServerError::Io`], [`ServerError::Store`],
+    /// [`ServerError::Ai`].
     pub fn new(mut config: ServerConfig) -> Result<Self, ServerError> {
         std::fs::create_dir_all(config.data_dir.join("rooms"))?;
         config.store = config.store.resolved(&config.data_dir)?;
         observe::install_recorder();
+        let ai = config
+            .ai
+            .as_ref()
+            .map(|ai| ai_proxy::Proxy::open(ai, &config.data_dir))
+            .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
+                ai,
                 guards: limits::Guards::new(&config.limits),
                 reports: reports::Store::default(),
                 config,
@@ -350,8 +373,8 @@ impl Server {
     }
 
     /// The axum router: `/rooms/{room}`, `/healthz`, `/metrics`, the blob/KV API
-    /// ([`store_api`]) and `POST /v1/reports`, every route behind the body size limit and in an
-    /// `http` span.
+    /// ([`store_api`]), `POST /v1/reports` and the AI proxy ([`ai_proxy`]), every route behind
+    /// the body size limit and in an `http` span.
     pub fn router(&self) -> axum::Router {
         let max_body = self.inner.config.limits.max_body_bytes;
         axum::Router::new()
@@ -359,6 +382,7 @@ impl Server {
             .route("/metrics", get(observe::metrics))
             .route("/rooms/{room}", get(conn::upgrade))
             .merge(store_api::routes())
+            .merge(ai_proxy::routes())
             .route("/v1/reports", axum::routing::post(reports::post))
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.clone(),
