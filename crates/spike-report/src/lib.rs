@@ -38,7 +38,8 @@
 //! - The queue holds at most [`QueueLimits`] (1,000 reports, 1 MiB by default); past that the
 //!   oldest are dropped and counted ([`DropReason::QueueFull`]).
 //!
-//! Metrics: `spike_report_queued_total`, `spike_report_sent_total`,
+//! Metrics: `spike_report_queued_total`, `spike_report_attempts_total` (HTTP requests made),
+//! `spike_report_sent_total`,
 //! `spike_report_dropped_total{reason="queue_full"|"refused"}`.
 
 mod layer;

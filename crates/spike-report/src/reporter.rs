@@ -356,6 +356,7 @@ async fn attempt(
     if let Some(token) = token {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
+    metrics::counter!("spike_report_attempts_total").increment(1);
     let response = request
         .send()
         .await
