@@ -59,13 +59,20 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for ReportLayer {
         if QUEUEING.with(|q| q.replace(true)) {
             return;
         }
+        // Cleared on every way out, a panic included.
+        struct Queueing;
+        impl Drop for Queueing {
+            fn drop(&mut self) {
+                QUEUEING.with(|q| q.set(false));
+            }
+        }
+        let _queueing = Queueing;
         let mut fields = Fields::default();
         event.record(&mut fields);
         let report = self
             .shared
             .report(fields.into_parts(meta.target(), meta.file(), meta.line()));
         self.shared.enqueue(&report);
-        QUEUEING.with(|q| q.set(false));
     }
 }
 

@@ -269,8 +269,9 @@ impl Queue {
             count_drop(&tx, reason, u64::try_from(removed).unwrap_or(0))
         })();
         result.map_err(fail)?;
-        tx.commit().map_err(fail)?;
+        // Counted before the commit, so whoever sees the queue empty also sees the count.
         metrics::counter!("spike_report_dropped_total", "reason" => reason.as_str()).increment(1);
+        tx.commit().map_err(fail)?;
         Ok(())
     }
 

@@ -192,6 +192,17 @@ impl Reporter {
     /// outside a tokio runtime.
     pub fn start(config: ReporterConfig) -> Result<(ReportLayer, ReportHandle), ReportError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ReportError::NoRuntime)?;
+        Self::start_on(config, &runtime)
+    }
+
+    /// [`Reporter::start`] with the sender spawned on `runtime` (e.g. the desktop shell's
+    /// `tauri::async_runtime`), callable from any thread.
+    ///
+    /// Errors: [`ReportError::Queue`], [`ReportError::Salt`].
+    pub fn start_on(
+        config: ReporterConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(ReportLayer, ReportHandle), ReportError> {
         let queue = Queue::open(&config.queue_path, config.limits)?;
         let hasher = RoomHasher::load_or_create(&salt_path(&config.queue_path))?;
         let shared = Arc::new(Shared {
@@ -460,8 +471,9 @@ async fn send_loop(
         };
         match outcome {
             Ok(Delivered::Stored) => {
-                shared.with_queue(|q| q.remove(next.id));
+                // Counted first, so whoever sees the queue empty also sees the count.
                 metrics::counter!("spike_report_sent_total").increment(1);
+                shared.with_queue(|q| q.remove(next.id));
             }
             Ok(Delivered::Refused(status, reason)) => {
                 tracing::warn!(%status, %reason, "the server refused an error report; dropped it");
