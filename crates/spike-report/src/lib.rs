@@ -18,6 +18,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! An app that switches rooms calls [`ReportHandle::set_target`] with the new room's server
+//! ([`Target::from_rooms_url`] of its link's `server` and `token`) and
+//! [`ReportHandle::set_room`] with its name; with no room open, `set_target(None)` keeps
+//! reports queued. A shell whose runtime is not the current one uses [`Reporter::start_on`].
+//! `spike mirror` is wired this way, with its queue in `<data>/reports.sqlite`.
+//!
 //! # Exactly what is sent
 //! One JSON object per event: `{"kind", "message", "chain", "version", "os", "room", "at"}`,
 //! with the contents described on [`ReportLayer`]: the event's kind, its message with its

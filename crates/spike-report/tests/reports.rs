@@ -36,6 +36,7 @@ async fn an_error_event_is_stored_by_the_server_without_secrets_or_the_room_name
         "could not save"
     );
     tracing::warn!("a warning is not reported");
+    tracing::error!(target: "spike_report::sender", "the reporter's own errors are not reported");
     // No explicit kind: it comes from the target; an anyhow `{:#}` chain is split; the event's
     // own room wins over the handle's.
     tracing::error!(
