@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use spike_collab::{RoomLink, Session, SessionConfig};
 use spike_mirror::{Mirror, MirrorEvent, MirrorOptions};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
+
+/// The target of the mirror's error events: reported to the room's server, not printed again
+/// (the mirror prints its events itself).
+const REPORTED: &str = "spike_mirror::reported";
 
 /// Arguments of `spike mirror`.
 #[derive(clap::Args)]
@@ -35,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let reports = start_reports(&link, &data)?;
         let mut config = SessionConfig::new(&link.server, &link.room);
         config.token = link.token.clone();
         config.log_path = Some(data.join(format!("{}.sqlite", link.room)));
@@ -50,15 +58,56 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             state_path: Some(data.join(format!("{}.mirror.json", link.room))),
             ..MirrorOptions::default()
         };
-        let mirror = Mirror::start(session, &args.dir, options, |event| match event {
-            MirrorEvent::Error(_) => eprintln!("{event}"),
+        // Reports name files relative to the mirrored folder, never the local paths around it.
+        let local = [args.dir.display().to_string(), data.display().to_string()];
+        let mirror = Mirror::start(session, &args.dir, options, move |event| match &event {
+            MirrorEvent::Error(e) => {
+                eprintln!("{event}");
+                let e = local
+                    .iter()
+                    .fold(e.clone(), |e, prefix| e.replace(prefix.as_str(), "<dir>"));
+                tracing::error!(target: REPORTED, error = %e, "mirroring failed");
+            }
             _ => println!("{event}"),
         })
         .await?;
         spike_server::shutdown_signal().await;
         println!("stopping");
         mirror.stop().await;
+        // Give queued reports a moment to leave; what does not stays queued for the next run.
+        reports.flush(std::time::Duration::from_secs(2)).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends this process's `error` events to the room's server (`POST /v1/reports`, with the
+/// link's token), queued in `<data>/reports.sqlite` while it is offline, and logs warnings
+/// (`RUST_LOG` to change) to stderr.
+fn start_reports(
+    link: &RoomLink,
+    data: &std::path::Path,
+) -> anyhow::Result<spike_report::ReportHandle> {
+    let mut config = spike_report::ReporterConfig::new(
+        data.join(spike_report::QUEUE_FILE),
+        env!("CARGO_PKG_VERSION"),
+    );
+    config.target = Some(spike_report::Target::from_rooms_url(
+        &link.server,
+        link.token.clone(),
+    )?);
+    let (layer, handle) = spike_report::Reporter::start(config)?;
+    handle.set_room(Some(&link.room));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn".into())
+        .add_directive(format!("{REPORTED}=off").parse()?);
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    // A subscriber set earlier (none today) wins; reporting is then off, not an error.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(layer)
+        .try_init();
+    Ok(handle)
 }
