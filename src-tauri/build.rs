@@ -40,5 +40,6 @@ fn spike_desktop_commands() -> &'static [&'static str] {
         "ai_reject",
         "ai_key_status",
         "ai_set_key",
+        "diagnostics",
     ]
 }

@@ -23,6 +23,8 @@ pub fn typescript() -> String {
         crate::Proposal::decl(),
         crate::AiEvent::decl(),
         crate::keys::KeyStatus::decl(),
+        crate::Figure::decl(),
+        crate::Diagnostics::decl(),
         crate::settings::Settings::decl(),
         crate::error::ErrorReply::decl(),
     ];

@@ -210,6 +210,13 @@ fn folder_argument(dir: &str) -> Result<std::path::PathBuf, DesktopError> {
     Ok(path)
 }
 
+/// The diagnostics panel's contents: connection, queued error reports, recent problems, and the
+/// store, AI and connection figures.
+#[tauri::command]
+pub fn diagnostics(shell: State<'_, Shell>) -> crate::Diagnostics {
+    shell.diagnostics()
+}
+
 /// Asks the assistant `prompt` about the open room, showing it `file` (the open file). The
 /// answer streams to `events` as text, files read, a proposal of edits, then done or an error.
 /// Returns the request id (for `ai_stop`). Errors: `bad-request` for an empty or oversized

@@ -33,6 +33,7 @@
 mod assistant;
 pub mod bindings;
 pub mod commands;
+mod diagnostics;
 mod error;
 pub mod keys;
 mod mirror;
@@ -52,6 +53,7 @@ use tauri::ipc::Channel;
 use tauri::{AppHandle, Manager, Runtime, WebviewUrl, WebviewWindowBuilder};
 
 pub use assistant::{AiEvent, Proposal, ProposedFile, MAX_PROMPT_CHARS};
+pub use diagnostics::{Diagnostics, Figure};
 pub use error::{DesktopError, ErrorReply};
 pub use mirror::{MirrorInfo, SkippedFile};
 use room::{Room, RoomConfig};
@@ -233,6 +235,8 @@ pub struct Shell {
     /// The preview's npm module cache (memory and SQLite); `None` when it could not be opened,
     /// and then the preview has React only.
     npm: Option<npm::NpmCache>,
+    /// Error reports: queued locally, sent to the open room's server.
+    reports: Option<spike_report::ReportHandle>,
     changes: Mutex<mpsc::Sender<Vec<String>>>,
     /// Opens a room and starts its watchers (holds the app handle, whatever its runtime).
     opener: Box<RoomOpener>,
@@ -462,6 +466,26 @@ impl Shell {
         self.assistant.stop(id)
     }
 
+    /// What the diagnostics panel shows: the connection, queued reports, recent problems and
+    /// the store, AI and connection figures of this process.
+    pub fn diagnostics(&self) -> Diagnostics {
+        let current = self.current();
+        let status = current.room.status();
+        Diagnostics {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            state: format!("{:?}", status.state).to_lowercase(),
+            server: current.link.server.clone(),
+            room: current.link.room.clone(),
+            unconfirmed: status.unconfirmed,
+            denied: status.denied,
+            reports_queued: self.reports.as_ref().map_or(0, |r| r.queued()),
+            recent: diagnostics::recent_problems().lines(),
+            figures: spike_server::observe::handle()
+                .map(|h| diagnostics::figures(&h.render()))
+                .unwrap_or_default(),
+        }
+    }
+
     /// The running folder mirror, if any.
     pub async fn mirror_info(&self) -> Option<MirrorInfo> {
         self.mirror.lock().await.as_ref().map(|m| m.info())
@@ -532,10 +556,21 @@ impl Shell {
     }
 
     /// Points the preview's npm packages at the settings' CDN through the cache, with the open
-    /// room's server as the shared tier. The page picks it up at its next load.
+    /// room's server as the shared tier (the page picks it up at its next load), and error
+    /// reports at that server.
     fn configure_npm(&self) {
-        let Some(cache) = &self.npm else { return };
         let current = self.current();
+        if let Some(reports) = &self.reports {
+            reports.set_target(
+                spike_report::Target::from_rooms_url(
+                    &current.link.server,
+                    current.link.token.clone(),
+                )
+                .ok(),
+            );
+            reports.set_room(Some(&current.link.room));
+        }
+        let Some(cache) = &self.npm else { return };
         let fetcher = cache.fetcher(
             &self.settings().cdn,
             &current.link.server,
@@ -586,11 +621,17 @@ impl Shell {
 
 /// Starts the app. Blocks until the last window closes.
 pub fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,spike_desktop=debug".into()),
-        )
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,spike_desktop=debug".into());
+    // Error reports (installed once the data folder is known) and the diagnostics panel's
+    // recent problems see every warning and error; the terminal sees what RUST_LOG asks for.
+    tracing_subscriber::registry()
+        .with(diagnostics::report_slot())
+        .with(diagnostics::recent_problems().clone())
+        .with(tracing_subscriber::fmt::layer().with_filter(filter))
         .init();
 
     builder(tauri::Builder::default())
@@ -638,6 +679,7 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::ai_reject,
             commands::ai_key_status,
             commands::ai_set_key,
+            commands::diagnostics,
         ])
 }
 
@@ -744,6 +786,22 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
 
     let (tx, rx) = mpsc::channel::<Vec<String>>();
     let ai_cache = data_dir.join("ai-cache.sqlite");
+    let reports = match spike_report::Reporter::start_on(
+        spike_report::ReporterConfig::new(
+            data_dir.join("reports.sqlite"),
+            env!("CARGO_PKG_VERSION"),
+        ),
+        tauri::async_runtime::handle().inner(),
+    ) {
+        Ok((layer, handle)) => {
+            diagnostics::install_report_layer(layer);
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::warn!("error reports are off: {e}");
+            None
+        }
+    };
     let npm = match npm::NpmCache::open(&data_dir.join("cache").join("npm.sqlite")) {
         Ok(cache) => Some(cache),
         Err(e) => {
@@ -763,6 +821,7 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         mirror: tokio::sync::Mutex::new(None),
         assistant: Arc::new(assistant::Assistant::new(ai_cache)),
         npm,
+        reports,
         changes: Mutex::new(tx),
         opener,
         preview_eval,

@@ -726,3 +726,32 @@ fn keys_live_in_the_keychain_or_the_refusal_says_why() {
         }
     }
 }
+
+#[test]
+fn diagnostics_show_the_connection_and_the_processs_figures() {
+    let t = TestApp::start("diagnosed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let d = loop {
+        let d = t.invoke("diagnostics", json!({})).expect("diagnostics");
+        if d["state"] == "synced" || Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(d["state"], "synced", "{d}");
+    assert_eq!(d["room"], "diagnosed");
+    assert!(d["server"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("ws://127.0.0.1:")));
+    assert_eq!(d["denied"], Value::Null);
+    assert_eq!(d["version"], env!("CARGO_PKG_VERSION"));
+    // The embedded server's recorder is this process's: its room and connection are counted.
+    let figure = |name: &str| {
+        d["figures"]
+            .as_array()
+            .and_then(|f| f.iter().find(|x| x["name"] == name))
+            .and_then(|x| x["value"].as_f64())
+    };
+    assert_eq!(figure("spike_rooms_open"), Some(1.0), "{d}");
+    assert_eq!(figure("spike_connections"), Some(1.0), "{d}");
+}

@@ -237,3 +237,14 @@ def test_the_preview_cannot_invoke_app_commands(driver, screens):
     paths = [el.get_attribute("data-path") for el in driver.find_elements(By.CSS_SELECTOR, ".tree-file")]
     assert "pwned.tsx" not in paths
     screens.shot("sandbox")
+
+
+def test_the_diagnostics_panel_shows_the_connection_and_figures(driver, screens):
+    to(driver, "main")
+    driver.find_element(By.ID, "diagnostics-tab").click()
+    panel = driver.find_element(By.ID, "diagnostics")
+    text = until("the diagnostics", lambda: panel.text if "spike_rooms_open 1" in panel.text else None)
+    assert "synced — room example on ws://127.0.0.1:" in text, text
+    assert "error report(s) waiting to be sent" in text, text
+    screens.shot("diagnostics")
+    driver.find_element(By.CSS_SELECTOR, ".panel-tab[data-panel='problems']").click()

@@ -272,6 +272,58 @@ source: "keychain" | "environment" | "none",
  */
 keychainError: string | null, };
 
+export type Figure = { 
+/**
+ * The metric's name (`spike_store_hits_total`).
+ */
+name: string, 
+/**
+ * Its labels as Prometheus prints them (`tier="sqlite"`), or empty.
+ */
+labels: string, 
+/**
+ * Its value.
+ */
+value: number, };
+
+export type Diagnostics = { 
+/**
+ * The app's version.
+ */
+version: string, 
+/**
+ * `offline`, `connecting`, `syncing` or `synced`.
+ */
+state: string, 
+/**
+ * The room server.
+ */
+server: string, 
+/**
+ * The room.
+ */
+room: string, 
+/**
+ * Whether some local change is not confirmed by the server yet.
+ */
+unconfirmed: boolean, 
+/**
+ * Why the server refused this room, if it did.
+ */
+denied: string | null, 
+/**
+ * Error reports waiting to be sent.
+ */
+reportsQueued: number, 
+/**
+ * The last warnings and errors, oldest first.
+ */
+recent: Array<string>, 
+/**
+ * Store, AI, report and connection figures.
+ */
+figures: Array<Figure>, };
+
 export type Settings = { 
 /**
  * The name peers see; empty means the login name.

@@ -9,6 +9,7 @@ import { createEditor, setReadOnly, showDiagnostics } from "./editor";
 import { buildTree, offsetOf, relativeSelection, resolveSelection, type TreeNode } from "./model";
 import { type RemoteCursor, setRemoteCursors } from "./presence";
 import { bindAssistant } from "./assistant";
+import { bindDiagnostics } from "./diagnostics";
 import { bindMirror, bindRoomControls, bindSettings } from "./rooms";
 import { Shell, SHELL_ORIGIN } from "./shell";
 import { type Diagnostic, isDesktopError, type Peer, type PreviewReport, type Settings, type ShellEvent } from "./types";
@@ -56,6 +57,7 @@ class Workbench {
     bindRoomControls(this.shell);
     this.onMirrorLine = bindMirror(this.shell, () => this.room);
     bindAssistant(this.shell, () => this.active);
+    bindDiagnostics(this.shell);
     bindSettings(
       this.shell,
       () => this.settings,
@@ -501,6 +503,7 @@ class Workbench {
         $("problems").hidden = tab.dataset.panel !== "problems";
         $("console").hidden = tab.dataset.panel !== "console";
         $("assistant").hidden = tab.dataset.panel !== "assistant";
+        $("diagnostics").hidden = tab.dataset.panel !== "diagnostics";
         document.documentElement.dataset.panel = tab.dataset.panel ?? "";
         if (tab.dataset.panel === "assistant") $("ai-prompt").focus();
       });

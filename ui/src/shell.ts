@@ -7,7 +7,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import * as Y from "yjs";
 
-import type { AiEvent, KeyStatus, MirrorInfo, RelativePositionJSON, RoomLink, Settings, ShareInfo, ShellEvent } from "./types";
+import type { AiEvent, Diagnostics, KeyStatus, MirrorInfo, RelativePositionJSON, RoomLink, Settings, ShareInfo, ShellEvent } from "./types";
 
 /** Transaction origin of updates that came from the shell (not echoed back, not undoable). */
 export const SHELL_ORIGIN = Symbol("shell");
@@ -147,6 +147,11 @@ export class Shell {
   /** Saves (or, with "", deletes) a provider's API key in the system keychain. */
   aiSetKey(provider: string, key: string): Promise<KeyStatus> {
     return invoke<KeyStatus>("ai_set_key", { provider, key });
+  }
+
+  /** The diagnostics panel's contents. */
+  diagnostics(): Promise<Diagnostics> {
+    return invoke<Diagnostics>("diagnostics");
   }
 
   reloadPreview(): Promise<number> {
