@@ -160,10 +160,13 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
         .current_dir(root))
 }
 
-/// The Debian packages the desktop app builds against (webkit2gtk, gtk-3, soup-3) and the ones
-/// its end-to-end tests use (Xvfb, WebKitWebDriver, ImageMagick's `import` for screenshots).
+/// The Debian packages the desktop app builds against (webkit2gtk, gtk-3, soup-3, and libdbus for
+/// the keychain's Secret Service) and the ones its tests use (Xvfb, WebKitWebDriver, ImageMagick's
+/// `import` for screenshots, Python venvs for selenium and moto).
 const APT_PACKAGES: &[&str] = &[
     "libwebkit2gtk-4.1-dev",
+    "libdbus-1-dev",
+    "python3-venv",
     "build-essential",
     "pkg-config",
     "xvfb",
