@@ -169,7 +169,7 @@ fn authorize(
     let Access::Tokens(key) = &inner.config.access else {
         return Ok(());
     };
-    let token = bearer(headers).or_else(|| params.get("token").map(String::as_str));
+    let token = crate::conn::bearer(headers).or_else(|| params.get("token").map(String::as_str));
     let room = namespace.and_then(|ns| ns.strip_prefix(ROOM_NAMESPACE_PREFIX));
     let verified = match room {
         Some(room) => key.verify(token, room),
@@ -207,15 +207,6 @@ fn refusal_text(refusal: &Refusal) -> String {
             .into(),
         other => other.to_string(),
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 /// The answer for a store error.
