@@ -3,7 +3,10 @@
 //!
 //! A `GET` with a connect timeout and a total timeout, redirects followed (up to 10), and
 //! retries with exponential backoff and jitter (backon) on network errors, 5xx and 429,
-//! honouring `Retry-After` up to [`OriginConfig::max_retry_after`]. The response's
+//! honouring `Retry-After` up to [`OriginConfig::max_retry_after`]. A circuit breaker (failsafe)
+//! opens after [`OriginConfig::breaker_failures`] fetches in a row could not reach the origin, so
+//! an origin that hangs costs one timeout, not one per module; while it is open fetches fail at
+//! once, and after a pause one trial fetch decides whether it closes. The response's
 //! `Cache-Control` sets how long the copy stays fresh (RFC 9111 §5.2.2.1 `max-age`; `no-store` and
 //! `no-cache` make it stale at once, so it is revalidated at the next read and still served when
 //! the origin is unreachable).
@@ -11,6 +14,8 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
+use failsafe::futures::CircuitBreaker as _;
+use failsafe::{backoff, failure_policy, Config, StateMachine};
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE};
 use reqwest::StatusCode;
 
@@ -36,6 +41,12 @@ pub struct OriginConfig {
     pub max_body_bytes: u64,
     /// Freshness when the origin sends no `max-age`. Default 10 minutes.
     pub default_ttl: Duration,
+    /// Fetches in a row that could not reach the origin (after their retries) before the
+    /// breaker opens. Default 3.
+    pub breaker_failures: u32,
+    /// How long the breaker first stays open; at least 1 s (failsafe's backoff counts whole
+    /// seconds). It doubles while trial fetches fail, up to 60 s. Default 5 s.
+    pub breaker_open_for: Duration,
 }
 
 impl Default for OriginConfig {
@@ -48,15 +59,38 @@ impl Default for OriginConfig {
             max_retry_after: Duration::from_secs(10),
             max_body_bytes: 32 << 20,
             default_ttl: Duration::from_secs(600),
+            breaker_failures: 3,
+            breaker_open_for: Duration::from_secs(5),
         }
     }
 }
 
-/// Fetches whole bodies over HTTP(S) (reqwest on rustls/ring). Cheap to clone.
-#[derive(Debug, Clone)]
+type Breaker = StateMachine<failure_policy::ConsecutiveFailures<backoff::Exponential>, ()>;
+
+/// Fetches whole bodies over HTTP(S) (reqwest on rustls/ring). Cheap to clone (clones share the
+/// breaker).
+#[derive(Clone)]
 pub struct HttpOrigin {
     client: reqwest::Client,
     config: OriginConfig,
+    breaker: Breaker,
+}
+
+impl std::fmt::Debug for HttpOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOrigin")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Only "could not reach the origin" opens the breaker; a 404 is an answer.
+struct Unreachable;
+
+impl failsafe::FailurePredicate<StoreError> for Unreachable {
+    fn is_err(&self, err: &StoreError) -> bool {
+        matches!(err, StoreError::Unavailable { .. })
+    }
 }
 
 enum Attempt {
@@ -79,7 +113,18 @@ impl HttpOrigin {
             .redirect(reqwest::redirect::Policy::limited(10))
             .build()
             .map_err(|e| StoreError::backend(NAME, e))?;
-        Ok(Self { client, config })
+        let open_for = config.breaker_open_for.max(Duration::from_secs(1));
+        let breaker = Config::new()
+            .failure_policy(failure_policy::consecutive_failures(
+                config.breaker_failures.max(1),
+                backoff::exponential(open_for, Duration::from_secs(60).max(open_for)),
+            ))
+            .build();
+        Ok(Self {
+            client,
+            config,
+            breaker,
+        })
     }
 
     /// The body at `url`, its content type and freshness.
@@ -87,8 +132,27 @@ impl HttpOrigin {
     /// Errors: [`StoreError::Unavailable`] when the origin cannot be reached or keeps failing
     /// (network errors, timeouts, 5xx, 429) after the retries, naming the URL and the cause;
     /// [`StoreError::Backend`] for another status (`404 Not Found from <url>: <the origin's
-    /// text>`); [`StoreError::TooLarge`] past [`OriginConfig::max_body_bytes`].
+    /// text>`); [`StoreError::TooLarge`] past [`OriginConfig::max_body_bytes`]; while the
+    /// breaker is open, [`StoreError::Unavailable`] at once, saying so.
     pub async fn fetch(&self, url: &str) -> Result<Fetched, StoreError> {
+        match self
+            .breaker
+            .call_with(Unreachable, self.fetch_with_retries(url))
+            .await
+        {
+            Ok(fetched) => Ok(fetched),
+            Err(failsafe::Error::Inner(e)) => Err(e),
+            Err(failsafe::Error::Rejected) => Err(StoreError::Unavailable {
+                tier: NAME,
+                reason: format!(
+                    "{url}: not tried: the origin failed {} times in a row (circuit breaker open)",
+                    self.config.breaker_failures.max(1)
+                ),
+            }),
+        }
+    }
+
+    async fn fetch_with_retries(&self, url: &str) -> Result<Fetched, StoreError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.min_delay)
             .with_max_times(self.config.max_retries)

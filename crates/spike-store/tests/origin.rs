@@ -184,3 +184,54 @@ async fn a_fetched_module_is_served_from_the_cache_after_a_restart_with_the_orig
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_origin_opens_the_breaker_and_later_fetches_fail_at_once(
+) -> Result<(), StoreError> {
+    // A listener that accepts and never answers: each fetch costs its whole timeout.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| StoreError::backend("test", e))?;
+    let url = format!(
+        "http://{}/confetti",
+        hanging
+            .local_addr()
+            .map_err(|e| StoreError::backend("test", e))?
+    );
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let origin = HttpOrigin::new(OriginConfig {
+        timeout: Duration::from_millis(300),
+        max_retries: 0,
+        breaker_failures: 2,
+        breaker_open_for: Duration::from_secs(30),
+        ..fast()
+    })?;
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let err = origin.fetch(&url).await.expect_err("it never answers");
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "it waited for the timeout"
+        );
+    }
+    let started = std::time::Instant::now();
+    match origin.fetch(&url).await {
+        Err(StoreError::Unavailable { reason, .. }) => {
+            assert!(reason.ends_with("(circuit breaker open)"), "{reason}");
+        }
+        other => panic!("expected a fast refusal, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "an open breaker fails at once, not after the timeout: {:?}",
+        started.elapsed()
+    );
+    held.abort();
+    Ok(())
+}
