@@ -53,8 +53,8 @@ impl NpmCache {
         token: Option<String>,
     ) -> CdnFetcher {
         let mut tiers: Vec<Arc<dyn Tier>> = vec![self.memory.clone(), self.sqlite.clone()];
-        if let Some(base) = http_base(room_server) {
-            let mut config = RemoteConfig::new(base);
+        if let Ok(base) = spike_collab::http_base(room_server) {
+            let mut config = RemoteConfig::new(base.as_str());
             config.token = token;
             match RemoteTier::new(config) {
                 Ok(remote) => tiers.push(Arc::new(remote)),
@@ -67,18 +67,6 @@ impl NpmCache {
             origin: self.origin.clone(),
         }
     }
-}
-
-/// `ws://host:port/rooms` → `http://host:port` (and `wss` → `https`).
-fn http_base(room_server: &str) -> Option<String> {
-    let (scheme, rest) = room_server.split_once("://")?;
-    let scheme = match scheme {
-        "ws" => "http",
-        "wss" => "https",
-        _ => return None,
-    };
-    let authority = rest.split('/').next()?;
-    Some(format!("{scheme}://{authority}"))
 }
 
 /// Fetches CDN modules through the store.
@@ -125,23 +113,5 @@ fn reason(e: &StoreError) -> String {
         }
         StoreError::Backend { source, .. } => source.to_string(),
         other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_servers_map_to_their_http_base() {
-        assert_eq!(
-            http_base("ws://127.0.0.1:8717/rooms").as_deref(),
-            Some("http://127.0.0.1:8717")
-        );
-        assert_eq!(
-            http_base("wss://spike.example.com/rooms").as_deref(),
-            Some("https://spike.example.com")
-        );
-        assert_eq!(http_base("http://x/rooms"), None);
     }
 }

@@ -39,7 +39,7 @@ pub use doc::{
     MAX_PATH_BYTES, META,
 };
 pub use error::{AwarenessError, CollabError};
-pub use link::RoomLink;
+pub use link::{http_base, RoomLink};
 pub use log::{Compaction, UpdateLog, DEFAULT_COMPACT_AFTER};
 pub use protocol::{Presence, Selection, User};
 pub use session::{validate_room, Session, SessionConfig, SessionState, SessionStatus};

@@ -135,6 +135,33 @@ impl std::fmt::Display for RoomLink {
     }
 }
 
+/// The HTTP base of a room server, from the WebSocket base URL its rooms are under:
+/// `ws://host:port/rooms` → `http://host:port/`, `wss://…` → `https://…`. A path before the final
+/// `/rooms` (a reverse proxy's prefix) is kept, and an `http(s)` URL is taken as it is. The
+/// server's HTTP APIs (`v1/kv/…`, `v1/reports`, …) are relative to it; it always ends in `/`.
+///
+/// Errors: [`CollabError::InvalidUrl`] unless `server` is an absolute `ws`, `wss`, `http` or
+/// `https` URL with a host.
+pub fn http_base(server: &str) -> Result<Url, CollabError> {
+    let invalid = || CollabError::InvalidUrl(server.to_owned());
+    let mut url = Url::parse(server.trim()).map_err(|_| invalid())?;
+    let scheme = match url.scheme() {
+        "ws" | "http" => "http",
+        "wss" | "https" => "https",
+        _ => return Err(invalid()),
+    };
+    if url.host_str().is_none() {
+        return Err(invalid());
+    }
+    url.set_scheme(scheme).map_err(|()| invalid())?;
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/rooms").unwrap_or(path).to_owned();
+    url.set_path(&format!("{path}/"));
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url)
+}
+
 fn percent_decoded(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes())
         .next()
@@ -144,6 +171,27 @@ fn percent_decoded(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn room_servers_map_to_their_http_base() {
+        let base = |s: &str| http_base(s).map(|u| u.to_string()).ok();
+        assert_eq!(
+            base("ws://127.0.0.1:8717/rooms").as_deref(),
+            Some("http://127.0.0.1:8717/")
+        );
+        assert_eq!(
+            base("wss://spike.example.com/team/rooms/").as_deref(),
+            Some("https://spike.example.com/team/")
+        );
+        assert_eq!(base("http://h:1").as_deref(), Some("http://h:1/"));
+        for bad in ["ftp://h/rooms", "not a url", "file:///rooms"] {
+            assert!(
+                matches!(http_base(bad), Err(CollabError::InvalidUrl(_))),
+                "{bad}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -33,34 +33,18 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// The server behind a room server's WebSocket base URL: `ws://host:port/rooms` →
-    /// `http://host:port/`, `wss://…` → `https://…`; a path before the final `/rooms` (a
-    /// reverse proxy's prefix) is kept.
+    /// The server behind a room server's WebSocket base URL, as [`spike_collab::http_base`]
+    /// maps it: `ws://host:port/rooms` → `http://host:port/`, `wss://…` → `https://…`; a path
+    /// before the final `/rooms` (a reverse proxy's prefix) is kept.
     ///
     /// Errors: [`ReportError::InvalidServer`] unless `rooms_url` is an absolute `ws`, `wss`,
     /// `http` or `https` URL with a host.
     pub fn from_rooms_url(rooms_url: &str, token: Option<String>) -> Result<Self, ReportError> {
-        let invalid = |why: &str| ReportError::InvalidServer {
+        let base = spike_collab::http_base(rooms_url).map_err(|e| ReportError::InvalidServer {
             url: rooms_url.to_owned(),
-            message: why.to_owned(),
-        };
-        let mut url = Url::parse(rooms_url.trim()).map_err(|e| invalid(&e.to_string()))?;
-        let scheme = match url.scheme() {
-            "ws" | "http" => "http",
-            "wss" | "https" => "https",
-            _ => return Err(invalid("the scheme must be ws, wss, http or https")),
-        };
-        if url.host_str().is_none() {
-            return Err(invalid("no host"));
-        }
-        url.set_scheme(scheme)
-            .map_err(|()| invalid("cannot change the scheme"))?;
-        let path = url.path().trim_end_matches('/');
-        let path = path.strip_suffix("/rooms").unwrap_or(path).to_owned();
-        url.set_path(&format!("{path}/"));
-        url.set_query(None);
-        url.set_fragment(None);
-        Ok(Self { base: url, token })
+            message: e.to_string(),
+        })?;
+        Ok(Self { base, token })
     }
 
     /// `<base>/v1/reports`.
