@@ -285,7 +285,7 @@ impl Shell {
         let cdn_changed = lock(&self.settings).cdn != settings.cdn;
         *lock(&self.settings) = settings.clone();
         if cdn_changed {
-            self.configure_npm();
+            self.configure_room_services();
         }
         let cursor = lock(&self.current().cursor).clone();
         self.set_cursor(cursor)?;
@@ -358,7 +358,7 @@ impl Shell {
         );
         *lock(&self.events) = None;
         self.remember(&link);
-        self.configure_npm();
+        self.configure_room_services();
         for task in &previous.tasks {
             task.abort();
         }
@@ -473,7 +473,7 @@ impl Shell {
         let status = current.room.status();
         Diagnostics {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            state: format!("{:?}", status.state).to_lowercase(),
+            state: state_name(status.state).to_owned(),
             server: current.link.server.clone(),
             room: current.link.room.clone(),
             unconfirmed: status.unconfirmed,
@@ -505,12 +505,7 @@ impl Shell {
         let current = self.current();
         let status = current.room.status();
         self.emit(ShellEvent::Status {
-            state: match status.state {
-                spike_collab::SessionState::Offline => "offline",
-                spike_collab::SessionState::Connecting => "connecting",
-                spike_collab::SessionState::Syncing => "syncing",
-                spike_collab::SessionState::Synced => "synced",
-            },
+            state: state_name(status.state),
             unconfirmed: status.unconfirmed,
             server: current.link.server.clone(),
             room: current.link.room.clone(),
@@ -558,7 +553,7 @@ impl Shell {
     /// Points the preview's npm packages at the settings' CDN through the cache, with the open
     /// room's server as the shared tier (the page picks it up at its next load), and error
     /// reports at that server.
-    fn configure_npm(&self) {
+    fn configure_room_services(&self) {
         let current = self.current();
         if let Some(reports) = &self.reports {
             reports.set_target(
@@ -827,7 +822,7 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         preview_eval,
     });
     app.state::<Shell>().remember(&link);
-    app.state::<Shell>().configure_npm();
+    app.state::<Shell>().configure_room_services();
     let handle = app.clone();
     std::thread::Builder::new()
         .name("preview-debounce".into())
@@ -979,6 +974,16 @@ fn lan_address() -> Option<std::net::IpAddr> {
     let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
     socket.connect(("192.0.2.1", 9)).ok()?;
     socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// How the UI and the diagnostics name a connection state.
+fn state_name(state: spike_collab::SessionState) -> &'static str {
+    match state {
+        spike_collab::SessionState::Offline => "offline",
+        spike_collab::SessionState::Connecting => "connecting",
+        spike_collab::SessionState::Syncing => "syncing",
+        spike_collab::SessionState::Synced => "synced",
+    }
 }
 
 /// The template the embedded server seeds new rooms from: the example project.

@@ -304,6 +304,15 @@ fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
     Ok(aside)
 }
 
+/// How long opening waits out another process that is creating or judging the same file: ten
+/// tries 20 ms apart (with jitter).
+fn racing_open() -> ConstantBuilder {
+    ConstantBuilder::default()
+        .with_delay(Duration::from_millis(20))
+        .with_jitter()
+        .with_max_times(10)
+}
+
 impl SqliteTier {
     /// Opens (creating if missing) the store database at `path`, moving a damaged or foreign
     /// file aside first (see [`SqliteTier`]). Blocks on the disk: call it from
@@ -317,12 +326,7 @@ impl SqliteTier {
         if path.exists() {
             // A file another process is creating this moment may be briefly locked.
             let judged = (|| inspect(path, &options))
-                .retry(
-                    ConstantBuilder::default()
-                        .with_delay(Duration::from_millis(20))
-                        .with_jitter()
-                        .with_max_times(10),
-                )
+                .retry(racing_open())
                 .sleep(std::thread::sleep)
                 .when(|e| matches!(e, Unusable::Error(StoreError::Unavailable { .. })))
                 .call();
@@ -374,10 +378,7 @@ impl SqliteTier {
         // look, a moment later, finds the winner's work done.
         (|| setup(&mut writer))
             .retry(
-                ConstantBuilder::default()
-                    .with_delay(Duration::from_millis(20))
-                    .with_jitter()
-                    .with_max_times(10),
+                racing_open(),
             )
             .sleep(std::thread::sleep)
             .notify(|e, after| {
