@@ -82,14 +82,21 @@ pub struct SessionConfig {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
-    /// Give up one connection attempt after this long.
+    /// Give up one connection attempt after this long; also how long the server has to answer
+    /// the sync handshake (our opening sync step 1) once the WebSocket is open.
     pub connect_timeout: Duration,
+    /// A connection on which nothing arrives for this long is dropped and reconnected (the
+    /// y-websocket client's `messageReconnectTimeout`, 30 s there too). After a third of it
+    /// in silence the session sends a WebSocket ping, which any server must answer (RFC 6455
+    /// §5.5.2), so only a dead or wedged connection reaches the limit.
+    pub message_timeout: Duration,
     /// Whether to connect at once (`false`: start offline until [`Session::set_online`]).
     pub online: bool,
 }
 
 impl SessionConfig {
-    /// Defaults: no token, no log, random client id, backoff 100 ms … 5 s, online.
+    /// Defaults: no token, no log, random client id, backoff 100 ms … 5 s, connect timeout
+    /// 10 s, message timeout 30 s, online.
     pub fn new(server: impl Into<String>, room: impl Into<String>) -> Self {
         Self {
             server: server.into(),
@@ -103,6 +110,7 @@ impl SessionConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(30),
             online: true,
         }
     }
@@ -618,7 +626,12 @@ async fn run(
         let exit = match result {
             Ok(Ok((ws, _response))) => {
                 let syncs_before = shared.status.borrow().syncs;
-                let exit = connection(&shared, ws, &mut out_rx, &mut online, &mut closed).await;
+                let timing = Timing {
+                    handshake: config.connect_timeout,
+                    silence: config.message_timeout,
+                };
+                let exit =
+                    connection(&shared, ws, timing, &mut out_rx, &mut online, &mut closed).await;
                 if shared.status.borrow().syncs > syncs_before {
                     backoff = new_backoff();
                 }
@@ -654,9 +667,17 @@ async fn run(
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// How long a connection may stay without an answer to the handshake, or without any frame.
+#[derive(Clone, Copy)]
+struct Timing {
+    handshake: Duration,
+    silence: Duration,
+}
+
 async fn connection(
     shared: &Shared,
     ws: Ws,
+    timing: Timing,
     out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
     online: &mut watch::Receiver<bool>,
     closed: &mut watch::Receiver<bool>,
@@ -689,9 +710,50 @@ async fn connection(
             return Exit::Lost(format!("send: {e}"));
         }
     }
+    // A server that upgrades the socket and then says nothing (one wedged mid-shutdown, a proxy
+    // holding a dead upstream) would leave the session `Syncing` for good: the handshake has
+    // a deadline, and a silent connection gets a ping and then is dropped.
+    let opened = tokio::time::Instant::now();
+    let mut heard = opened;
+    let mut pinged = false;
     loop {
+        let synced = shared.status.borrow().state == SessionState::Synced;
+        let quiet = heard
+            + if pinged {
+                timing.silence
+            } else {
+                timing.silence / 3
+            };
+        let wake = if synced {
+            quiet
+        } else {
+            quiet.min(opened + timing.handshake)
+        };
         tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {
+                let now = tokio::time::Instant::now();
+                if !synced && now >= opened + timing.handshake {
+                    return Exit::Lost(format!(
+                        "the server did not answer the sync handshake within {} ms",
+                        timing.handshake.as_millis()
+                    ));
+                }
+                if now >= heard + timing.silence {
+                    return Exit::Lost(format!(
+                        "nothing received for {} ms (the message timeout)",
+                        timing.silence.as_millis()
+                    ));
+                }
+                if !pinged && now >= heard + timing.silence / 3 {
+                    pinged = true;
+                    if let Err(e) = sink.send(WsMessage::Ping(Default::default())).await {
+                        return Exit::Lost(format!("send: {e}"));
+                    }
+                }
+            }
             incoming = stream.next() => {
+                heard = tokio::time::Instant::now();
+                pinged = false;
                 let frame = match incoming {
                     Some(Ok(WsMessage::Binary(b))) => b,
                     Some(Ok(WsMessage::Close(c))) => {

@@ -161,6 +161,9 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// How long a connection may wait to join its room before it is refused (close 1013).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Joins the room, retrying when it raced with the room unloading.
 async fn join(
     inner: &Arc<Inner>,
@@ -234,8 +237,24 @@ async fn run(
     let limits = inner.config.limits.clone();
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(limits.max_queued_frames);
     let (mut sink, mut stream) = socket.split();
-    let local_tx = out_tx.clone();
-    let handle = match join(&inner, &room, conn, template, role, out_tx).await {
+    // The room holds the only sender of `out_tx`: when it drops this connection (a full queue,
+    // unloading), the writer sees the queue end and closes the socket, even if the room's close
+    // frame did not fit in the queue. The read side ends it through `close_tx`.
+    let (close_tx, mut close_rx) = oneshot::channel::<(u16, String)>();
+    // The client waits on this join for its first frame; a room that cannot take it in time
+    // (its thread stuck on storage) is refused rather than left silent.
+    let joined = tokio::time::timeout(
+        JOIN_TIMEOUT,
+        join(&inner, &room, conn, template, role, out_tx),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "the room did not answer within {} s",
+            JOIN_TIMEOUT.as_secs()
+        ))
+    });
+    let handle = match joined {
         Ok(h) => h,
         Err(reason) => {
             tracing::warn!(%reason, "join refused");
@@ -257,6 +276,19 @@ async fn run(
         ping.tick().await;
         loop {
             tokio::select! {
+                biased;
+                close = &mut close_rx => {
+                    // Frames already queued go out before the close frame.
+                    while let Ok(Outgoing::Frame(frame)) = out_rx.try_recv() {
+                        if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Ok((code, reason)) = close {
+                        let _ = sink.send(WsMessage::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    }
+                    return;
+                }
                 out = out_rx.recv() => match out {
                     Some(Outgoing::Frame(frame)) => {
                         // Counted when queued to the socket, so a client that has read a frame
@@ -271,7 +303,10 @@ async fn run(
                         return;
                     }
                     None => {
-                        let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: 1001, reason: "room closed".into() }))).await;
+                        // The room let go of this connection without a close frame reaching the
+                        // queue (it was full): close it here so the client reconnects.
+                        let reason = "the room dropped this connection (its send queue was full or the room stopped)";
+                        let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: 1013, reason: reason.into() }))).await;
                         return;
                     }
                 },
@@ -286,9 +321,8 @@ async fn run(
 
     let (code, reason) = read_loop(&inner, &handle, conn, who, &mut stream, idle, &limits).await;
     tracing::info!(code, %reason, "connection closed");
+    let _ = close_tx.send((code, reason));
     let _ = handle.tx.send(RoomMsg::Leave { conn }).await;
-    let _ = local_tx.try_send(Outgoing::Close(code, reason));
-    drop(local_tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 

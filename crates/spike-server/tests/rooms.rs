@@ -533,3 +533,36 @@ async fn graceful_shutdown_closes_clients_and_they_reconnect() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_to_read_is_closed_once_it_reads_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.limits.max_queued_frames = 8;
+    let server = TestServer::start(cfg).await;
+    // `slow` joins and then reads nothing, so the socket backs up and its queue fills; a small
+    // receive buffer makes that happen after a few megabytes.
+    let tcp = tokio::net::TcpSocket::new_v4()?;
+    tcp.set_recv_buffer_size(4096)?;
+    let tcp = tcp.connect(server.addr).await?;
+    let (mut slow, _) = tokio_tungstenite::client_async(
+        format!("{}/slow", server.url()),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await?;
+    let writer = open(session(&server.url(), "slow"));
+    writer.wait_confirmed(T).await?;
+    writer.create_file("big.txt", "")?;
+    let megabyte = "x".repeat(1 << 20);
+    for _ in 0..16 {
+        writer.edit("big.txt", &[TextEdit::insert(0, &megabyte)])?;
+        writer.wait_confirmed(T).await?;
+    }
+    // The room dropped `slow` when its queue was full, so its close frame could not be queued:
+    // once it reads again it gets what was queued and then a close, not silence.
+    let code = close_code(&mut slow).await;
+    assert_eq!(code, Some(1013));
+    writer.close().await;
+    server.stop().await;
+    Ok(())
+}
