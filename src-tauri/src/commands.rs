@@ -3,7 +3,7 @@
 //! (`capabilities/main.json`).
 
 use tauri::ipc::{Channel, InvokeBody, InvokeResponseBody, Request, Response};
-use tauri::State;
+use tauri::{Manager as _, State};
 
 use crate::settings::Settings;
 use crate::{DesktopError, ShareInfo, Shell, ShellEvent};
@@ -12,7 +12,8 @@ use crate::{DesktopError, ShareInfo, Shell, ShellEvent};
 /// from the UI (raw lib0 v1 bytes, an `ArrayBuffer` in JS), `events` receives diagnostics and the
 /// preview's console and errors. Returns the whole room as one update (raw bytes).
 #[tauri::command]
-pub fn open_room(
+pub fn open_room<R: tauri::Runtime>(
+    app: tauri::AppHandle<R>,
     shell: State<'_, Shell>,
     updates: Channel<InvokeResponseBody>,
     events: Channel<ShellEvent>,
@@ -27,6 +28,11 @@ pub fn open_room(
     shell.changed(room.paths());
     shell.emit_status();
     shell.emit_peers();
+    // The room's folder mirror, if it ran when the room was last left; its `ready` line
+    // reaches the UI through the events just attached.
+    tauri::async_runtime::spawn(async move {
+        app.state::<Shell>().resume_mirror().await;
+    });
     tracing::info!(
         room = room.name(),
         bytes = state.len(),

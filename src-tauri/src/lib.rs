@@ -280,7 +280,11 @@ impl Shell {
         settings.ai_base_url = settings.ai_base_url.trim().trim_end_matches('/').to_owned();
         settings.ai_model = settings.ai_model.trim().to_owned();
         settings.cdn = settings.cdn.trim().trim_end_matches('/').to_owned();
-        settings.last_room = lock(&self.settings).last_room.clone();
+        {
+            let kept = lock(&self.settings);
+            settings.last_room = kept.last_room.clone();
+            settings.mirrors = kept.mirrors.clone();
+        }
         settings.save(&self.settings_path)?;
         let cdn_changed = lock(&self.settings).cdn != settings.cdn;
         *lock(&self.settings) = settings.clone();
@@ -422,17 +426,65 @@ impl Shell {
         .await?;
         let info = active.info();
         *slot = Some(active);
+        self.remember_mirror(&current.link, Some(&info.dir));
         Ok(info)
     }
 
-    /// Stops the folder mirror, if one runs; whether one did.
+    /// Stops the folder mirror, if one runs, and forgets it: it is not resumed when the room
+    /// opens again. Whether one ran.
     pub async fn stop_mirror(&self) -> bool {
-        match self.mirror.lock().await.take() {
+        let stopped = match self.mirror.lock().await.take() {
             Some(active) => {
                 active.stop().await;
                 true
             }
             None => false,
+        };
+        self.remember_mirror(&self.current().link, None);
+        stopped
+    }
+
+    /// Starts the open room's folder mirror again if it was running when the room was last
+    /// left (a restart, a switch to another room): called when the UI attaches. A folder that
+    /// no longer exists is forgotten (not recreated empty); a mirror that cannot start is
+    /// logged and kept for the next time. Returns the mirror when one was started.
+    pub async fn resume_mirror(&self) -> Option<MirrorInfo> {
+        // No room switch while resuming, or the next room could be mirrored into this folder.
+        let _one_at_a_time = self.switching.lock().await;
+        if self.mirror.lock().await.is_some() {
+            return None;
+        }
+        let link = self.current().link.clone();
+        let dir = PathBuf::from(lock(&self.settings).mirrors.get(&mirror_key(&link))?);
+        if !dir.is_dir() {
+            tracing::warn!(room = link.room, dir = %dir.display(), "the mirrored folder is gone; not mirroring it again");
+            self.remember_mirror(&link, None);
+            return None;
+        }
+        match self.start_mirror(dir.clone()).await {
+            Ok(info) => {
+                tracing::info!(room = link.room, dir = %dir.display(), "resumed the folder mirror");
+                Some(info)
+            }
+            Err(e) => {
+                tracing::warn!(room = link.room, dir = %dir.display(), "could not resume the folder mirror: {e}");
+                None
+            }
+        }
+    }
+
+    /// Records (`Some`) or forgets (`None`) the folder `link`'s room is mirrored into.
+    fn remember_mirror(&self, link: &RoomLink, dir: Option<&str>) {
+        let mut settings = lock(&self.settings);
+        let key = mirror_key(link);
+        let changed = match dir {
+            Some(dir) => settings.mirrors.insert(key, dir.to_owned()).as_deref() != Some(dir),
+            None => settings.mirrors.remove(&key).is_some(),
+        };
+        if changed {
+            if let Err(e) = settings.save(&self.settings_path) {
+                tracing::warn!("saving the folder mirrors failed: {e}");
+            }
         }
     }
 
@@ -839,6 +891,12 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, launch: Launch) -> anyhow::Result<(
         .build()
         .context("opening the preview window")?;
     Ok(())
+}
+
+/// A room's key in [`Settings::mirrors`]: `<server>/<room>`, without the token (a new token
+/// for the same room keeps its folder).
+fn mirror_key(link: &RoomLink) -> String {
+    format!("{}/{}", link.server.trim_end_matches('/'), link.room)
 }
 
 /// The room to open at start: `link` (the first argument), else `room` on `server` or the

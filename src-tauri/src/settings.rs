@@ -1,7 +1,8 @@
-//! What a person sets in the app (display name, colour, room server, format on save) and the room
-//! they had open, saved as JSON in `settings.json` in the app config directory (or in
+//! What a person sets in the app (display name, colour, room server, format on save), the room
+//! they had open and the folders their rooms are mirrored into, saved as JSON in `settings.json` in the app config directory (or in
 //! `SPIKE_DATA_DIR` when set, so side-by-side instances do not share it).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,11 @@ pub struct Settings {
     pub ai_model: String,
     /// The ESM CDN npm packages in the preview come from (esm.sh's interface).
     pub cdn: String,
+    /// Folder mirrors to resume when their room opens again (after a restart or a switch):
+    /// `<server>/<room>` → the absolute folder. Kept by the app, like `last_room`: a mirror
+    /// started from "Folder…" is added, one stopped there is removed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirrors: BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -52,6 +58,7 @@ impl Default for Settings {
             ai_base_url: String::new(),
             ai_model: String::new(),
             cdn: spike_preview::npm::DEFAULT_CDN.to_owned(),
+            mirrors: BTreeMap::new(),
         }
     }
 }
@@ -211,6 +218,10 @@ mod tests {
             ai_base_url: "https://llm.example.com".into(),
             ai_model: "claude-3-5-haiku-latest".into(),
             cdn: "http://127.0.0.1:9000".into(),
+            mirrors: BTreeMap::from([(
+                "ws://127.0.0.1:8717/rooms/demo".to_owned(),
+                "/home/ada/demo".to_owned(),
+            )]),
         };
         settings.save(&path)?;
         assert_eq!(Settings::load(&path), settings);

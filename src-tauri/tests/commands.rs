@@ -338,6 +338,80 @@ fn mirror_folder_keeps_the_room_and_a_folder_in_sync_until_stopped() {
 }
 
 #[test]
+fn a_mirror_resumes_when_its_room_opens_again_until_it_is_stopped() {
+    let t = TestApp::start("resumed");
+    let dir = t._dir.path().join("work/resumed");
+    let share = t.invoke("share_room", json!({})).expect("share");
+    let link = share["spikeLink"].as_str().expect("link").to_owned();
+    let info = t
+        .invoke("mirror_folder", json!({"dir": dir.display().to_string()}))
+        .expect("mirror");
+    let canonical = info["dir"].as_str().expect("dir").to_owned();
+    let app = dir.join("App.tsx");
+    let room_text = t.shell().room().read("App.tsx").expect("App.tsx");
+    until_file(&app, "App.tsx on disk", |text| {
+        text.as_deref() == Some(&room_text)
+    });
+    // Kept with the settings, so a restart finds it too.
+    let key = |s: &Value| {
+        s["mirrors"]
+            .as_object()
+            .map(|m| m.values().cloned().collect::<Vec<_>>())
+    };
+    assert_eq!(
+        key(&settings_file(&t.settings_path())),
+        Some(vec![json!(canonical)])
+    );
+
+    // Leave the room; edit the file while no mirror runs; come back.
+    t.invoke("new_room", json!({})).expect("new room");
+    assert_eq!(
+        t.invoke("mirror_status", json!({})).expect("status"),
+        Value::Null
+    );
+    assert_eq!(
+        tauri::async_runtime::block_on(t.shell().resume_mirror()),
+        None,
+        "the new room was never mirrored"
+    );
+    std::fs::write(&app, "// edited while the app was elsewhere\n").expect("write");
+    t.invoke("join_room", json!({"link": link})).expect("back");
+    let resumed = tauri::async_runtime::block_on(t.shell().resume_mirror()).expect("resumed");
+    assert_eq!(resumed.dir, canonical);
+    t.until("the edit made meanwhile in the room", |s| {
+        s.room().read("App.tsx").as_deref() == Some("// edited while the app was elsewhere\n")
+    });
+    assert_eq!(
+        tauri::async_runtime::block_on(t.shell().resume_mirror()),
+        None,
+        "a running mirror is not started twice"
+    );
+
+    // Stopped from "Folder…": forgotten.
+    assert_eq!(t.invoke("stop_mirror", json!({})).expect("stop"), true);
+    assert_eq!(key(&settings_file(&t.settings_path())), None);
+    t.invoke("new_room", json!({})).expect("new room");
+    t.invoke("join_room", json!({"link": link})).expect("back");
+    assert_eq!(
+        tauri::async_runtime::block_on(t.shell().resume_mirror()),
+        None
+    );
+
+    // A folder deleted while the room was closed is forgotten, not recreated empty.
+    t.invoke("mirror_folder", json!({"dir": dir.display().to_string()}))
+        .expect("mirror again");
+    t.invoke("new_room", json!({})).expect("new room");
+    std::fs::remove_dir_all(&dir).expect("delete the folder");
+    t.invoke("join_room", json!({"link": link})).expect("back");
+    assert_eq!(
+        tauri::async_runtime::block_on(t.shell().resume_mirror()),
+        None
+    );
+    assert!(!dir.exists(), "the deleted folder was recreated");
+    assert_eq!(key(&settings_file(&t.settings_path())), None);
+}
+
+#[test]
 fn open_folder_makes_a_new_room_from_the_folder_alone() {
     let t = TestApp::start("before-folder");
     let dir = t._dir.path().join("project");

@@ -1,7 +1,7 @@
 """npm packages in the preview: a folder whose App imports a package opens as a room, the preview
 renders it from an ESM CDN on loopback (a redirect, nested imports, React left to the app), and
-renders it again after a restart with the CDN gone; a package never fetched is named in the
-preview's error overlay."""
+renders it again after a restart with the CDN gone (and the folder's mirror resumes); a package
+never fetched is named in the preview's error overlay."""
 
 from __future__ import annotations
 
@@ -116,6 +116,17 @@ def test_an_npm_package_renders_online_then_offline_after_a_restart(app_binary, 
         until("the package from the cache, offline", lambda: "confetti ***" in preview_text(driver), timeout=40)
         assert len(cdn.paths) == fetched, "nothing reached the (stopped) CDN"
         screens.shot("npm-offline-after-restart")
+
+        # The folder's mirror came back with its room: the top bar says so, and a file saved on
+        # disk reaches the preview.
+        to(driver, "main")
+        indicator = driver.find_element(By.ID, "mirror-indicator")
+        until("the folder mirror resumed after the restart", lambda: indicator.get_attribute("textContent") == f"⇄ {folder}")
+        assert indicator.is_displayed()
+        app_file = folder / "App.tsx"
+        app_file.write_text(app_file.read_text().replace("<h1>Party</h1>", "<h1>Party on</h1>"))
+        until("a disk edit after the restart in the preview", lambda: "Party on" in preview_text(driver))
+        to(driver, "main")
 
         # A package never fetched: the overlay names it and why.
         editor_line(driver, "import Confetti").click()

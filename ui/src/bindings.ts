@@ -363,7 +363,13 @@ aiModel: string,
 /**
  * The ESM CDN npm packages in the preview come from (esm.sh's interface).
  */
-cdn: string, };
+cdn: string, 
+/**
+ * Folder mirrors to resume when their room opens again (after a restart or a switch):
+ * `<server>/<room>` → the absolute folder. Kept by the app, like `last_room`: a mirror
+ * started from "Folder…" is added, one stopped there is removed.
+ */
+mirrors: { [key in string]?: string }, };
 
 export type ErrorReply = { 
 /**

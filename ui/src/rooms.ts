@@ -240,7 +240,8 @@ export function bindMirror(shell: Shell, room: () => string): (line: string) => 
   void refresh();
   return (line: string) => {
     addLine(line);
-    // A skipped file or a start changes what the dialog lists.
-    if (dialog.open && (line.startsWith("skipped") || line.startsWith("ready"))) void refresh();
+    // A start (also one resumed when the room opened) shows the top bar's indicator; a skipped
+    // file changes what the dialog lists.
+    if (line.startsWith("ready") || (dialog.open && line.startsWith("skipped"))) void refresh();
   };
 }
