@@ -1,7 +1,8 @@
 //! The composition: tiers read through and written through, fastest first.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -55,6 +56,9 @@ type StoreTier = Metered<Arc<dyn Tier>>;
 /// tier. A store is itself a [`Tier`] (named `store`), so stores nest.
 pub struct Store {
     tiers: Vec<StoreTier>,
+    /// One gate per key being fetched from an origin by [`Store::get_or_fetch`], so concurrent
+    /// misses on one key fetch once (the others wait, then read what it stored).
+    fetching: std::sync::Mutex<HashMap<Key, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 /// Whether an error from a tier means "this tier cannot answer now" (skip it, maybe serve
@@ -76,7 +80,24 @@ impl Store {
     pub fn new(tiers: impl IntoIterator<Item = Arc<dyn Tier>>) -> Self {
         Self {
             tiers: tiers.into_iter().map(Metered::new).collect(),
+            fetching: std::sync::Mutex::default(),
         }
+    }
+
+    /// The gate of `key` for [`Store::get_or_fetch`]: shared while anyone holds it, dropped
+    /// from the map once nobody does.
+    fn fetch_gate(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self
+            .fetching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gates.retain(|_, gate| gate.strong_count() > 0);
+        if let Some(gate) = gates.get(key).and_then(Weak::upgrade) {
+            return gate;
+        }
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        gates.insert(key.clone(), Arc::downgrade(&gate));
+        gate
     }
 
     /// The tiers' names, fastest first.
@@ -283,6 +304,10 @@ impl Store {
     /// authority is unavailable) calls `fetch` for the bytes from an origin (the preview's ESM
     /// CDN), stores them in every tier that will take them, and returns them fresh.
     ///
+    /// Concurrent calls for one key fetch once (single flight): the first to miss fetches while
+    /// the others wait, then read what it stored. If that fetch failed, the next waiter tries
+    /// its own.
+    ///
     /// Storing is best effort per tier, slowest first, unconditional: a fetched module must
     /// land in the local tiers even when the room server is unreachable. When `fetch` fails and
     /// an expired copy exists, that copy is returned marked [`Freshness::Stale`] with the
@@ -295,7 +320,21 @@ impl Store {
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Fetched, StoreError>> + Send,
     {
-        let held = match self.get(key).await {
+        let mut found = match self.get(key).await {
+            Ok(Some(entry)) if entry.freshness == Freshness::Fresh => return Ok(entry),
+            other => other,
+        };
+        let gate = self.fetch_gate(key);
+        let _turn = match gate.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => {
+                // Another caller is fetching this key: wait for it, then look again.
+                let turn = gate.lock().await;
+                found = self.get(key).await;
+                turn
+            }
+        };
+        let held = match found {
             Ok(Some(entry)) if entry.freshness == Freshness::Fresh => return Ok(entry),
             Ok(stale) => stale,
             Err(e) if is_tier_failure(&e) => None,

@@ -593,3 +593,78 @@ async fn store_refuses_fetched_bytes_that_are_not_the_blob_asked_for() -> TestRe
     assert!(t.memory.get(&key).await?.is_none() && t.sqlite.get(&key).await?.is_none());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_on_one_key_fetch_from_the_origin_once() -> TestResult {
+    let t = Arc::new(tiers()?);
+    let key = kv("esm.sh/react-confetti@6/es2022/react-confetti.mjs")?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (t, key, calls) = (t.clone(), key.clone(), calls.clone());
+            tokio::spawn(async move {
+                t.store
+                    .get_or_fetch(&key, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        // Slow enough that every reader misses while this one is in flight.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Ok(Fetched {
+                            body: Bytes::from_static(b"export default 1;"),
+                            content_type: None,
+                            ttl: None,
+                        })
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for reader in readers {
+        let entry = reader.await??;
+        assert_eq!(entry.body.as_ref(), b"export default 1;");
+        assert_eq!(entry.freshness, Freshness::Fresh);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one fetch for eight readers"
+    );
+
+    // A failed fetch is not shared: the next reader that waited tries its own.
+    let other = kv("esm.sh/flaky@1/es2022/flaky.mjs")?;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (t, other, attempts) = (t.clone(), other.clone(), attempts.clone());
+            tokio::spawn(async move {
+                t.store
+                    .get_or_fetch(&other, || async move {
+                        let n = attempts.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if n == 0 {
+                            Err(StoreError::Unavailable {
+                                tier: "origin",
+                                reason: "reset".to_owned(),
+                            })
+                        } else {
+                            Ok(Fetched {
+                                body: Bytes::from_static(b"export {};"),
+                                content_type: None,
+                                ttl: None,
+                            })
+                        }
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for reader in readers {
+        outcomes.push(reader.await?.map(|e| e.body));
+    }
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert!(outcomes.iter().any(|o| o.is_err()));
+    assert!(outcomes
+        .iter()
+        .any(|o| o.as_ref().is_ok_and(|b| b.as_ref() == b"export {};")));
+    Ok(())
+}
