@@ -71,6 +71,7 @@
 pub mod ai_proxy;
 pub mod alerts;
 pub mod auth;
+pub mod cli;
 mod conn;
 mod limits;
 pub mod observe;
@@ -181,7 +182,8 @@ impl Access {
 /// tokens, even for the same room and name); "per client address" ones to every connection,
 /// keyed by the peer's IP address (behind a reverse proxy that is the proxy's: raise them there).
 /// A rate that is `None` is not limited. See [`LimitKind`] for how each refusal is answered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted WebSocket message (and frame), bytes. Default 16 MiB.
     pub max_frame_bytes: usize,
@@ -192,6 +194,7 @@ pub struct Limits {
     pub max_connections_per_room: usize,
     /// A connection that sends nothing (not even a pong) for this long is closed. The server
     /// pings every third of it. Default 60 s.
+    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Malformed messages tolerated per connection before it is closed. Default 8.
     pub max_bad_messages: u32,
@@ -223,6 +226,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// A TCP connection must send its whole first HTTP request head within this, or it is
     /// dropped. Default 10 s.
+    #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// Error reports ([`reports`]) per client address. Default 2/s, burst 60.
     pub report_rate: Option<Rate>,

@@ -33,7 +33,8 @@ use crate::Inner;
 
 /// A sustained rate with a burst allowance: `per_second` cells a second on average, at most
 /// `burst` at once (GCRA, as governor implements it). A zero is treated as one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Sustained cells (connections, messages or bytes) per second.
     pub per_second: u32,

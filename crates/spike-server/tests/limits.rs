@@ -500,3 +500,37 @@ async fn idle_connections_and_full_rooms_are_counted() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_binary_takes_its_limits_from_a_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("limits.json");
+    std::fs::write(
+        &file,
+        r#"{"max_rooms_per_peer": 1, "idle_timeout": "45s", "token_byte_rate": null}"#,
+    )?;
+    let data = dir.path().join("d");
+    let path = file.to_str().ok_or("path")?;
+    let (_server, url) = common::spawn_server_with(&data, &["--limits", path]).await?;
+    let _first = tokio_tungstenite::connect_async(format!("{url}/one")).await?;
+    match tokio_tungstenite::connect_async(format!("{url}/two")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 429),
+        other => return Err(format!("expected 429, got {:?}", other.map(|_| ())).into()),
+    }
+
+    // A misspelt field stops the start, named with its line.
+    std::fs::write(
+        &file,
+        "{\n  \"max_rooms_per_peer\": 1,\n  \"idle_timout\": \"45s\"\n}\n",
+    )?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spike-server"))
+        .args(["--listen", "127.0.0.1:0", "--limits", path, "--data"])
+        .arg(&data)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the limits file"), "{stderr}");
+    assert!(stderr.contains("unknown field `idle_timout`"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    Ok(())
+}

@@ -161,10 +161,20 @@ pub async fn wait_listening(addr: SocketAddr) {
 pub async fn spawn_server(
     data: &Path,
 ) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error + Send + Sync>> {
+    spawn_server_with(data, &[]).await
+}
+
+/// [`spawn_server`] with more flags.
+#[allow(dead_code)]
+pub async fn spawn_server_with(
+    data: &Path,
+    flags: &[&str],
+) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error + Send + Sync>> {
     use tokio::io::AsyncBufReadExt as _;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spike-server"))
         .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -173,8 +183,10 @@ pub async fn spawn_server(
     let line = tokio::time::timeout(T, tokio::io::BufReader::new(stdout).lines().next_line())
         .await??
         .ok_or("server exited before listening")?;
+    // `listening on ws://127.0.0.1:PORT/rooms (data in …; …)`
     let url = line
         .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
         .ok_or_else(|| format!("unexpected first line {line:?}"))?
         .to_owned();
     Ok((child, url))
