@@ -1,7 +1,5 @@
 //! The report a client sends, and the rules that keep it small and free of secrets.
 
-use serde::{Deserialize, Serialize};
-
 /// Longest `message` sent, in bytes (the server takes up to 4096).
 pub const MAX_MESSAGE_BYTES: usize = 2048;
 /// Longest single field value folded into the message, in bytes.
@@ -33,28 +31,12 @@ pub const DROPPED_FIELD_PARTS: &[&str] = &[
     "text",
 ];
 
-/// One error report: exactly the JSON object `POST /v1/reports` accepts (see
-/// `spike_server::reports`), `{"kind", "message", "chain", "version", "os", "room"?, "at"?}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    /// A stable short name, 1–64 of `[a-z0-9_.-]` (see [`kind_of_target`]).
-    pub kind: String,
-    /// The event's message, its other non-secret fields as ` {name=value, …}`, and where it
-    /// happened as ` at <target> (<file>:<line>)`, at most [`MAX_MESSAGE_BYTES`].
-    pub message: String,
-    /// The error's causes, outermost first, at most [`MAX_CAUSES`] of [`MAX_CAUSE_BYTES`].
-    pub chain: Vec<String>,
-    /// The application's version, as given to the reporter.
-    pub version: String,
-    /// `<os>-<arch>` from `std::env::consts`, e.g. `linux-x86_64`.
-    pub os: String,
-    /// The anonymised room id: 32 hex digits (see [`crate::RoomHasher`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room: Option<String>,
-    /// When the event happened, seconds since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<u64>,
-}
+/// One error report: the room server's own wire type (`POST /v1/reports`,
+/// `{"kind", "message", "chain", "version", "os", "room"?, "at"?}`), so the two cannot drift.
+/// This crate fills it: `kind` from [`kind_of_target`], `message` capped at
+/// [`MAX_MESSAGE_BYTES`], at most [`MAX_CAUSES`] causes of [`MAX_CAUSE_BYTES`], `os` from [`os`],
+/// `room` anonymised by [`crate::RoomHasher`].
+pub use spike_server::reports::Report;
 
 /// This machine's `<os>-<arch>`, e.g. `linux-x86_64`.
 pub fn os() -> String {
