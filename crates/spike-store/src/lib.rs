@@ -64,7 +64,7 @@ pub use memory::{MemoryTier, DEFAULT_STALE_WINDOW};
 pub use metered::Metered;
 pub use object::{ObjectTier, ObjectUrlError};
 pub use origin::{HttpOrigin, OriginConfig};
-pub use remote::{BreakerState, RemoteConfig, RemoteTier};
+pub use remote::{retry_after, BreakerState, RemoteConfig, RemoteTier};
 pub use sqlite::{SqliteOptions, SqliteTier, APPLICATION_ID};
 pub use store::{Fetched, Store};
 pub use tier::{check_blob, Revalidated, Tier};

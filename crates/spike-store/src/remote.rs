@@ -208,8 +208,10 @@ fn meta_of(headers: &HeaderMap, body_len: Option<u64>) -> Result<Meta, StoreErro
     })
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// How long an HTTP answer's `Retry-After` asks to wait: delay-seconds or an HTTP date
+/// (RFC 9110 §10.2.3), a date in the past being zero. `None` without the header or with a
+/// value that is neither. Used by the remote tier, the HTTP origin and spike-report's sender.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
