@@ -17,7 +17,8 @@
 //! }
 //! ```
 //!
-//! - `webhook` (optional): where firing alerts are POSTed; without it they are only logged.
+//! - `webhook` (optional): where firing alerts are POSTed; without it they are only logged. A
+//!   POST that gets no answer, 429 or a 5xx is retried with backoff (0.5 s doubling, 5 retries).
 //! - `interval_secs` (default 10): how often every rule is evaluated.
 //! - A rule sums every series of `metric` whose labels include `labels` (all of them when
 //!   empty), as `/metrics` renders it. `condition` `increase` (the default) fires when the sum
@@ -315,24 +316,63 @@ pub(crate) async fn run(
             };
             let client = client.clone();
             // Apart from evaluation, so a slow webhook never delays the next one.
-            tokio::spawn(async move {
-                let sent = client.post(&url).json(&alert).send().await;
-                match sent.map(|r| r.status()) {
-                    Ok(s) if s.is_success() => {
-                        tracing::debug!(rule = alert.rule, status = s.as_u16(), "alert posted")
-                    }
-                    Ok(s) => {
-                        tracing::warn!(
-                            rule = alert.rule,
-                            status = s.as_u16(),
-                            "the alert webhook refused the alert"
-                        )
-                    }
-                    Err(e) => {
-                        tracing::warn!(rule = alert.rule, error = %e, "posting the alert failed")
-                    }
-                }
-            });
+            tokio::spawn(async move { post(&client, &url, &alert).await });
+        }
+    }
+}
+
+/// Why one POST of an alert did not land.
+#[derive(Debug)]
+enum PostFailure {
+    /// No answer (connection refused, timeout) or 429/5xx: worth another try.
+    Transient(String),
+    /// Any other non-2xx status: the webhook will not take it.
+    Refused(reqwest::StatusCode),
+}
+
+/// POSTs `alert` to `url`, retrying network errors, 429 and 5xx with exponential backoff and
+/// jitter (0.5 s doubling, at most 5 retries, backon); a 4xx is not retried. Each outcome
+/// is logged; nothing is returned, as nobody waits on it.
+async fn post(client: &reqwest::Client, url: &str, alert: &Alert) {
+    let once = || async {
+        let response = client
+            .post(url)
+            .json(alert)
+            .send()
+            .await
+            .map_err(|e| PostFailure::Transient(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(status)
+        } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            Err(PostFailure::Transient(format!("HTTP {status}")))
+        } else {
+            Err(PostFailure::Refused(status))
+        }
+    };
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(5)
+        .with_jitter();
+    let sent = backon::Retryable::retry(once, backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| matches!(e, PostFailure::Transient(_)))
+        .notify(|e, wait| {
+            tracing::debug!(rule = alert.rule, failure = ?e, ?wait, "retrying the alert webhook")
+        })
+        .await;
+    match sent {
+        Ok(status) => {
+            tracing::debug!(rule = alert.rule, status = status.as_u16(), "alert posted")
+        }
+        Err(PostFailure::Refused(status)) => tracing::warn!(
+            rule = alert.rule,
+            status = status.as_u16(),
+            "the alert webhook refused the alert"
+        ),
+        Err(PostFailure::Transient(reason)) => {
+            tracing::warn!(rule = alert.rule, %reason, "posting the alert failed after 6 tries")
         }
     }
 }

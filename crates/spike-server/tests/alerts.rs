@@ -14,14 +14,40 @@ use tokio::sync::mpsc;
 
 /// A webhook on a loopback port that hands every POSTed body to the returned channel.
 async fn webhook() -> Result<(String, mpsc::UnboundedReceiver<String>), std::io::Error> {
+    webhook_answering(Vec::new()).await
+}
+
+/// A webhook whose first answers are `statuses` (then 200). Each POST reaches the returned
+/// channel as `<status> <body>` (the status it was answered), or as the body alone when
+/// `statuses` is empty.
+async fn webhook_answering(
+    statuses: Vec<u16>,
+) -> Result<(String, mpsc::UnboundedReceiver<String>), std::io::Error> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let scripted = !statuses.is_empty();
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(
+        statuses
+            .into_iter()
+            .collect::<std::collections::VecDeque<_>>(),
+    ));
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |body: String| {
             let tx = tx.clone();
+            let status = statuses
+                .lock()
+                .map(|mut s| s.pop_front().unwrap_or(200))
+                .unwrap_or(200);
             async move {
-                let _ = tx.send(body);
-                "thanks"
+                let _ = tx.send(if scripted {
+                    format!("{status} {body}")
+                } else {
+                    body
+                });
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK),
+                    "thanks",
+                )
             }
         }),
     );
@@ -102,6 +128,73 @@ async fn a_rule_fires_once_per_window_and_posts_to_the_webhook() -> TestResult {
     assert_eq!(again.value, 5.0);
     tokio::time::sleep(window * 2).await;
     assert!(posts.try_recv().is_err(), "fired with nothing new");
+    server.stop().await;
+    Ok(())
+}
+
+/// A server whose rule fires at the first wrong-room token (a counter the other test here does
+/// not move: metrics are process-wide), posting to `hook`; one such token is sent.
+async fn fire_once(
+    hook: String,
+) -> Result<(TestServer, tempfile::TempDir), Box<dyn std::error::Error + Send + Sync>> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    let key = TokenKey::new(&Secret::new(vec![1u8; 32])?);
+    cfg.access = Access::Tokens(key.clone());
+    cfg.alerts = Some(AlertRules {
+        webhook: Some(hook),
+        interval_secs: 0.05,
+        rules: vec![AlertRule {
+            name: "wrong-room".into(),
+            metric: "spike_auth_refusals_total".into(),
+            labels: BTreeMap::from([("reason".into(), "wrong_room".into())]),
+            condition: Condition::Increase,
+            over: 0.0,
+            window_secs: 60.0,
+        }],
+    });
+    let server = TestServer::start(cfg).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other_room = key.issue(&Claims::new("other", Role::Edit, Duration::from_secs(60)))?;
+    match tokio_tungstenite::connect_async(format!("{}/r?token={other_room}", server.url())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    Ok((server, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_fails_is_retried_and_one_that_refuses_is_not() -> TestResult {
+    // 503, then 429, then taken: three POSTs of the same alert.
+    let (hook, mut posts) = webhook_answering(vec![503, 429]).await?;
+    let (server, _data) = fire_once(hook).await?;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let post = tokio::time::timeout(T, posts.recv()).await?.ok_or("gone")?;
+        seen.push(post);
+    }
+    let statuses: Vec<&str> = seen.iter().filter_map(|p| p.split(' ').next()).collect();
+    assert_eq!(statuses, ["503", "429", "200"]);
+    let bodies: Vec<&str> = seen
+        .iter()
+        .filter_map(|p| p.split_once(' ').map(|(_, b)| b))
+        .collect();
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
+    let alert: Alert = serde_json::from_str(bodies[0])?;
+    assert_eq!(alert.rule, "wrong-room");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(posts.try_recv().is_err(), "posted again after it was taken");
+    server.stop().await;
+
+    // 400: the webhook will not take it; one POST only.
+    let (hook, mut posts) = webhook_answering(vec![400]).await?;
+    let (server, _data) = fire_once(hook).await?;
+    let post = tokio::time::timeout(T, posts.recv()).await?.ok_or("gone")?;
+    assert!(post.starts_with("400 "), "{post}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(posts.try_recv().is_err(), "a refused alert was retried");
     server.stop().await;
     Ok(())
 }
