@@ -787,10 +787,7 @@ async fn connection(
                 if need_probe && probes.is_empty() {
                     need_probe = false;
                     // The probe claims everything in the replica: send what is queued first.
-                    let snapshot = snapshot(shared);
-                    while let Ok(more) = out_rx.try_recv() {
-                        replies.push(more);
-                    }
+                    let snapshot = drain_with_snapshot(shared, out_rx, &mut replies);
                     replies.push(probe(snapshot, &mut probes));
                 }
                 for frame in replies {
@@ -801,13 +798,8 @@ async fn connection(
             }
             out = out_rx.recv() => {
                 let Some(first) = out else { return Exit::Closed };
-                // Snapshot before draining: every update the snapshot covers was queued before
-                // it (updates are queued under the replica lock), so it is in `frames`.
-                let snapshot = snapshot(shared);
                 let mut frames = vec![first];
-                while let Ok(more) = out_rx.try_recv() {
-                    frames.push(more);
-                }
+                let snapshot = drain_with_snapshot(shared, out_rx, &mut frames);
                 if !step2_sent {
                     // Keep awareness (tag 1); the step 2 will carry the document updates.
                     frames.retain(|f| f.first() == Some(&1));
@@ -850,9 +842,20 @@ async fn connection(
     }
 }
 
-/// The replica's state vector and local sequence number, for a probe.
-fn snapshot(shared: &Shared) -> (StateVector, u64) {
+/// Moves every queued update into `frames` and returns the replica's state vector and local
+/// sequence number, for a probe that claims exactly those updates. Both happen under the
+/// replica lock, which local changes hold while they queue their update, so no update can be
+/// queued between the two: one that were would be sent without being claimed, and with no later
+/// change to trigger another probe it would stay unconfirmed.
+fn drain_with_snapshot(
+    shared: &Shared,
+    out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    frames: &mut Vec<Vec<u8>>,
+) -> (StateVector, u64) {
     let r = shared.replica();
+    while let Ok(frame) = out_rx.try_recv() {
+        frames.push(frame);
+    }
     (r.doc.state_vector(), r.local_seq)
 }
 
