@@ -82,8 +82,9 @@ pub struct SessionConfig {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
-    /// Give up one connection attempt after this long; also how long the server has to answer
-    /// the sync handshake (our opening sync step 1) once the WebSocket is open.
+    /// Give up one connection attempt after this long; also how long the server has, once the
+    /// WebSocket is open, to send its first message (a y-websocket server opens with its sync
+    /// step 1).
     pub connect_timeout: Duration,
     /// A connection on which nothing arrives for this long is dropped and reconnected (the
     /// y-websocket client's `messageReconnectTimeout`, 30 s there too). After a third of it
@@ -711,31 +712,43 @@ async fn connection(
         }
     }
     // A server that upgrades the socket and then says nothing (one wedged mid-shutdown, a proxy
-    // holding a dead upstream) would leave the session `Syncing` for good: the handshake has
-    // a deadline, and a silent connection gets a ping and then is dropped.
+    // holding a dead upstream) would leave the session `Syncing` for good. Its first frame
+    // (a y-websocket server opens with its sync step 1) must come within the connect timeout,
+    // and its answer to our sync step 1 within the message timeout (pings do not count);
+    // after that, a silent connection gets a ping and then is dropped. Only whole messages
+    // count, so a very large one on a slow link must arrive within the message timeout.
     let opened = tokio::time::Instant::now();
     let mut heard = opened;
+    let mut heard_any = false;
     let mut pinged = false;
     loop {
-        let synced = shared.status.borrow().state == SessionState::Synced;
         let quiet = heard
             + if pinged {
                 timing.silence
             } else {
                 timing.silence / 3
             };
-        let wake = if synced {
-            quiet
-        } else {
-            quiet.min(opened + timing.handshake)
-        };
+        let synced = shared.status.borrow().state == SessionState::Synced;
+        let mut wake = quiet;
+        if !heard_any {
+            wake = wake.min(opened + timing.handshake);
+        }
+        if !synced {
+            wake = wake.min(opened + timing.silence);
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {
                 let now = tokio::time::Instant::now();
-                if !synced && now >= opened + timing.handshake {
+                if !heard_any && now >= opened + timing.handshake {
+                    return Exit::Lost(format!(
+                        "the server sent nothing within {} ms of opening the connection",
+                        timing.handshake.as_millis()
+                    ));
+                }
+                if !synced && now >= opened + timing.silence {
                     return Exit::Lost(format!(
                         "the server did not answer the sync handshake within {} ms",
-                        timing.handshake.as_millis()
+                        timing.silence.as_millis()
                     ));
                 }
                 if now >= heard + timing.silence {
@@ -753,6 +766,7 @@ async fn connection(
             }
             incoming = stream.next() => {
                 heard = tokio::time::Instant::now();
+                heard_any = true;
                 pinged = false;
                 let frame = match incoming {
                     Some(Ok(WsMessage::Binary(b))) => b,

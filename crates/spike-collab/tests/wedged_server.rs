@@ -1,7 +1,7 @@
 //! A session against servers that accept the WebSocket and then misbehave: one that never
-//! answers the sync handshake, one that answers it and then stops reading (so it answers no
-//! ping either), and a healthy one that is merely quiet. The first two must be dropped and
-//! retried; the quiet one must be kept.
+//! sends anything, one that greets but never answers the sync handshake, and one that answers
+//! it and then stops reading (so it answers no ping either); and a healthy one that is merely
+//! quiet. The first three must be left and retried; the quiet one must be kept.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,8 @@ type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 enum Behaviour {
     /// Upgrades, then never sends or reads anything.
     Silent,
+    /// Sends its own sync step 1 and answers pings, but never answers the client's step 1.
+    GreetsButNeverAnswers,
     /// Answers the opening sync step 1 with an empty sync step 2, then stops reading.
     AnswersThenWedges,
     /// Answers the handshake and keeps reading (so pings get their pongs), sending nothing.
@@ -39,6 +41,15 @@ async fn server(behaviour: Behaviour) -> Result<(String, Arc<AtomicUsize>), std:
             counter.fetch_add(1, Ordering::SeqCst);
             match behaviour {
                 Behaviour::Silent => held.push(ws),
+                Behaviour::GreetsButNeverAnswers => {
+                    tokio::spawn(async move {
+                        let hello = protocol::sync_step1(&Default::default());
+                        if ws.send(Message::binary(hello)).await.is_ok() {
+                            // Reading answers the client's pings.
+                            while let Some(Ok(_)) = ws.next().await {}
+                        }
+                    });
+                }
                 Behaviour::AnswersThenWedges | Behaviour::AnswersAndListens => {
                     tokio::spawn(async move {
                         // The client's first binary frame is its sync step 1.
@@ -88,7 +99,7 @@ async fn wait_upgrades(upgrades: &AtomicUsize, n: usize) -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_never_answers_the_handshake_is_left_and_retried() -> TestResult {
+async fn a_server_that_never_says_anything_is_left_and_retried() -> TestResult {
     let (url, upgrades) = server(Behaviour::Silent).await?;
     let session = open(&url)?;
     wait_upgrades(&upgrades, 3).await?;
@@ -96,7 +107,23 @@ async fn a_server_that_never_answers_the_handshake_is_left_and_retried() -> Test
     assert_eq!(status.syncs, 0);
     let error = status.last_error.unwrap_or_default();
     assert!(
-        error.contains("did not answer the sync handshake within 300 ms"),
+        error.contains("the server sent nothing within 300 ms of opening the connection"),
+        "{error}"
+    );
+    session.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_the_sync_handshake_is_left_and_retried() -> TestResult {
+    let (url, upgrades) = server(Behaviour::GreetsButNeverAnswers).await?;
+    let session = open(&url)?;
+    wait_upgrades(&upgrades, 2).await?;
+    let status = session.status();
+    assert_eq!(status.syncs, 0);
+    let error = status.last_error.unwrap_or_default();
+    assert!(
+        error.contains("the server did not answer the sync handshake within 600 ms"),
         "{error}"
     );
     session.close().await;
