@@ -78,12 +78,22 @@ async fn server(behaviour: Behaviour) -> Result<(String, Arc<AtomicUsize>), std:
     Ok((url, upgrades))
 }
 
+/// A session with short timeouts: 300 ms for the first message, 600 ms of silence (or for the
+/// handshake), so misbehaving servers are left quickly.
 fn open(url: &str) -> Result<Session, spike_collab::CollabError> {
+    open_with(url, Duration::from_millis(300), Duration::from_millis(600))
+}
+
+fn open_with(
+    url: &str,
+    connect: Duration,
+    message: Duration,
+) -> Result<Session, spike_collab::CollabError> {
     let mut c = SessionConfig::new(url, "wedged");
     c.min_backoff = Duration::from_millis(10);
     c.max_backoff = Duration::from_millis(50);
-    c.connect_timeout = Duration::from_millis(300);
-    c.message_timeout = Duration::from_millis(600);
+    c.connect_timeout = connect;
+    c.message_timeout = message;
     Session::open(c)
 }
 
@@ -150,14 +160,16 @@ async fn a_connection_that_goes_silent_is_dropped_after_the_message_timeout() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_server_that_answers_pings_keeps_its_connection() -> TestResult {
     let (url, upgrades) = server(Behaviour::AnswersAndListens).await?;
-    let session = open(&url)?;
+    // Margins wide enough for a loaded CI machine: a ping after 500 ms of silence has 1 s to be
+    // answered.
+    let session = open_with(&url, Duration::from_secs(5), Duration::from_millis(1500))?;
     session
         .wait_status(Duration::from_secs(20), "synced", |s| {
             s.state == SessionState::Synced
         })
         .await?;
-    // Five message timeouts of silence from the server's side: the pings keep it alive.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // Three message timeouts of silence from the server's side: the pings keep it alive.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let status = session.status();
     assert_eq!(status.state, SessionState::Synced);
     assert_eq!(status.syncs, 1);
