@@ -60,10 +60,12 @@ pub struct ServeArgs {
     /// Log format on stderr: `text` (for people) or `json` (one object a line, for collectors).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// JSON file of alert rules evaluated on the server's own metrics (see `alerts`).
+    /// JSON file of alert rules evaluated on the server's own metrics; an alert that fires is
+    /// logged and POSTed to the file's webhook.
     #[arg(long, value_name = "FILE")]
     pub alert_rules: Option<PathBuf>,
-    /// JSON file of abuse limits that replace the defaults (see the module docs).
+    /// JSON file of abuse limits replacing the defaults, e.g. `{"max_frame_bytes": 1048576,
+    /// "idle_timeout": "30s", "ip_connection_rate": {"per_second": 20, "burst": 100}}`.
     #[arg(long, value_name = "FILE")]
     pub limits: Option<PathBuf>,
     /// Serve the AI proxy (`POST /v1/ai/chat`) through this provider, with the key in
