@@ -8,7 +8,7 @@
 //! | `spike_connections` | gauge | open room connections (WebSockets that joined a room) |
 //! | `spike_rooms_open` | gauge | rooms loaded in memory |
 //! | `spike_updates_in_total` | counter | document updates received and persisted |
-//! | `spike_updates_out_total` | counter | document update frames queued to connections (one per recipient) |
+//! | `spike_updates_out_total` | counter | document update frames sent to connections (one per recipient; counted as the batch is queued, including to a client found too slow) |
 //! | `spike_bytes_in_total` | counter | WebSocket message payload bytes received |
 //! | `spike_bytes_out_total` | counter | WebSocket binary payload bytes queued to clients (pings not counted) |
 //! | `spike_fanout_seconds` | histogram | from receiving an update to its broadcast being queued to every peer |

@@ -489,23 +489,31 @@ impl Room {
                 Err(e) => tracing::warn!(room = %self.name, error = %e, "compaction failed"),
             }
         }
+        // Counted before the frames are queued, so whoever has read a frame finds it counted
+        // (a peer could otherwise read it, and someone read /metrics, before the count).
+        let recipients = |from: &ConnId| self.conns.keys().filter(|id| *id != from).count() as u64;
+        let updates_out: u64 = batch
+            .broadcast
+            .iter()
+            .filter(|(_, _, is_update)| *is_update)
+            .map(|(from, _, _)| recipients(from))
+            .sum();
+        metrics::counter!("spike_updates_out_total").increment(updates_out);
+        let fanout = metrics::histogram!("spike_fanout_seconds");
+        for received in &batch.received {
+            fanout.record(received.elapsed().as_secs_f64());
+        }
         let mut slow = Vec::new();
-        let mut updates_out = 0u64;
-        for (from, frame, is_update) in &batch.broadcast {
+        for (from, frame, _) in &batch.broadcast {
             for (id, c) in &self.conns {
                 if id != from {
                     match c.tx.try_send(Outgoing::Frame(frame.clone())) {
-                        Ok(()) => updates_out += u64::from(*is_update),
+                        Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
                         Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
             }
-        }
-        metrics::counter!("spike_updates_out_total").increment(updates_out);
-        let fanout = metrics::histogram!("spike_fanout_seconds");
-        for received in &batch.received {
-            fanout.record(received.elapsed().as_secs_f64());
         }
         for (to, frame) in batch.replies {
             if let Some(c) = self.conns.get(&to) {
