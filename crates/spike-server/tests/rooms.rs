@@ -554,7 +554,9 @@ async fn a_client_too_slow_to_read_is_closed_once_it_reads_again() -> TestResult
     writer.wait_confirmed(T).await?;
     writer.create_file("big.txt", "")?;
     let megabyte = "x".repeat(1 << 20);
-    for _ in 0..16 {
+    // 24 MB: well past what the server's socket buffers (a few MB on loopback) and the 8-frame
+    // queue hold together.
+    for _ in 0..24 {
         writer.edit("big.txt", &[TextEdit::insert(0, &megabyte)])?;
         writer.wait_confirmed(T).await?;
     }
