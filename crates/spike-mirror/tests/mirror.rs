@@ -232,10 +232,13 @@ async fn concurrent_disk_and_remote_edits_are_both_kept() -> TestResult {
     for round in 0..5 {
         let before = read(&file).unwrap_or_default();
         let lines: Vec<&str> = before.lines().collect();
-        // The peer appends to the first line, the disk to the last, at the same moment.
+        // The disk appends to the last line, the peer to the first, at the same moment. The
+        // disk goes first: written after the peer's edit, `before` could already be stale (the
+        // mirror may have written the peer's edit to the file meanwhile), and saving a stale
+        // text is a deletion of what it lacks, as it would be from any editor.
         let first = lines[0].encode_utf16().count() as u32;
-        peer.edit("a.ts", &[TextEdit::insert(first, format!(" r{round}"))])?;
         std::fs::write(&file, format!("{before}disk {round}\n"))?;
+        peer.edit("a.ts", &[TextEdit::insert(first, format!(" r{round}"))])?;
         let both = |text: &str| {
             text.contains(&format!(" r{round}\n")) && text.contains(&format!("disk {round}\n"))
         };
