@@ -201,12 +201,11 @@ async fn an_applied_ai_edit_arrives_in_a_second_clients_copy_of_the_room() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("loopback port");
-    let url = format!("ws://{}/rooms", listener.local_addr().expect("addr"));
-    let server = RoomServer::new(ServerConfig::new(data.path())).expect("server");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let server = RoomServer::new(ServerConfig::new(data.path()))
+        .expect("server")
+        .spawn(listener)
+        .expect("serving");
+    let url = server.rooms_url();
 
     let me = session(&url, 1);
     let peer = session(&url, 2);
@@ -286,7 +285,7 @@ async fn an_applied_ai_edit_arrives_in_a_second_clients_copy_of_the_room() {
     );
     me.close().await;
     peer.close().await;
-    let _ = stop.send(());
+    drop(server);
 }
 
 #[test]

@@ -10,7 +10,6 @@ use spike_collab::yrs::{Map, TextPrelim, Transact};
 use spike_collab::{FilesChange, RoomDoc, Session, SessionConfig, SessionState, TextEdit};
 use spike_mirror::{Mirror, MirrorEvent, MirrorOptions, SkipReason};
 use spike_server::{Server, ServerConfig};
-use tokio::sync::oneshot;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -19,7 +18,8 @@ const T: Duration = Duration::from_secs(20);
 
 struct Rig {
     url: String,
-    stop: Option<oneshot::Sender<()>>,
+    /// Shuts the server down when the rig is dropped.
+    _server: spike_server::Running,
     _data: tempfile::TempDir,
 }
 
@@ -29,17 +29,15 @@ impl Rig {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("loopback port");
-        let addr = listener.local_addr().expect("bound address");
         let mut config = ServerConfig::new(data.path());
         config.unload_grace = Duration::from_millis(200);
-        let server = Server::new(config).expect("server");
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server.serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let server = Server::new(config)
+            .expect("server")
+            .spawn(listener)
+            .expect("serving");
         Self {
-            url: format!("ws://{addr}/rooms"),
-            stop: Some(stop),
+            url: server.rooms_url(),
+            _server: server,
             _data: data,
         }
     }
@@ -92,14 +90,6 @@ impl Rig {
         })
         .await;
         (mirror, events)
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

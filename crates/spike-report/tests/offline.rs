@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, reporter, stored, subscribe, token, TestResult, TestServer, T};
+use common::{free_port, reporter, start_server, stored, subscribe, token, TestResult, T};
 use spike_report::{Queue, QueueLimits};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,8 +38,7 @@ async fn a_report_made_offline_arrives_after_reconnect() -> TestResult {
     assert_eq!(handle.queued(), 1);
     assert!(stored(server_dir.path()).is_empty());
 
-    let server =
-        TestServer::start_at(format!("127.0.0.1:{port}").parse()?, server_dir.path()).await;
+    let server = start_server(format!("127.0.0.1:{port}").parse()?, server_dir.path()).await;
     assert!(handle.flush(T).await, "the queued report was not delivered");
     let reports = stored(server_dir.path());
     assert_eq!(reports.len(), 1, "{reports:#?}");
@@ -53,6 +52,6 @@ async fn a_report_made_offline_arrives_after_reconnect() -> TestResult {
     );
     assert_eq!(common::metric("spike_report_sent_total"), 1.0);
     assert_eq!(Queue::open(&queue, QueueLimits::default())?.len()?, 0);
-    server.stop().await;
+    server.stop(T).await?;
     Ok(())
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{key, metric, reporter, stored, token, TestResult, TestServer, T};
+use common::{key, metric, reporter, start_server_with, stored, token, TestResult, T};
 use spike_report::Report;
 use spike_server::{Access, Rate, ServerConfig};
 
@@ -18,7 +18,7 @@ async fn retry_after_is_honoured() -> TestResult {
     config.access = Access::Tokens(key());
     // One report a second: the second and third are refused with `Retry-After: 1`.
     config.limits.report_rate = Some(Rate::new(1, 1));
-    let server = TestServer::start_with("127.0.0.1:0".parse()?, config).await;
+    let server = start_server_with("127.0.0.1:0".parse()?, config).await;
     let queue = client_dir.path().join("reports.sqlite");
     // The sender's own backoff (20–200 ms) would retry several times a second.
     let (_layer, handle) = reporter(&queue, &server.rooms_url(), Some(token("r")));
@@ -47,6 +47,6 @@ async fn retry_after_is_honoured() -> TestResult {
     assert!((1.0..=2.0).contains(&refused), "{refused} refusals");
     assert_eq!(metric("spike_report_attempts_total"), 3.0 + refused);
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
-    server.stop().await;
+    server.stop(T).await?;
     Ok(())
 }

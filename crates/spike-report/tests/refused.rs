@@ -3,14 +3,14 @@
 
 mod common;
 
-use common::{metric, reporter, stored, token, TestResult, TestServer, T};
+use common::{metric, reporter, start_server, stored, token, TestResult, T};
 use spike_report::{DropReason, Report};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_refused_with_400_is_dropped_without_retrying() -> TestResult {
     let server_dir = tempfile::tempdir()?;
     let client_dir = tempfile::tempdir()?;
-    let server = TestServer::start_at("127.0.0.1:0".parse()?, server_dir.path()).await;
+    let server = start_server("127.0.0.1:0".parse()?, server_dir.path()).await;
     let queue = client_dir.path().join("reports.sqlite");
     let (_layer, handle) = reporter(&queue, &server.rooms_url(), Some(token("r")));
 
@@ -44,6 +44,6 @@ async fn a_report_refused_with_400_is_dropped_without_retrying() -> TestResult {
     // Exactly one request per report: the refused one was never retried.
     assert_eq!(metric("spike_report_attempts_total"), 2.0);
     assert_eq!(metric("spike_report_sent_total"), 1.0);
-    server.stop().await;
+    server.stop(T).await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{reporter, stored, subscribe, token, TestResult, TestServer, T};
+use common::{reporter, start_server, stored, subscribe, token, TestResult, T};
 use spike_report::{salt_path, DropReason, Target, ROOM_ID_HEX};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +16,7 @@ struct LogError {
 async fn an_error_event_is_stored_by_the_server_without_secrets_or_the_room_name() -> TestResult {
     let server_dir = tempfile::tempdir()?;
     let client_dir = tempfile::tempdir()?;
-    let server = TestServer::start_at("127.0.0.1:0".parse()?, server_dir.path()).await;
+    let server = start_server("127.0.0.1:0".parse()?, server_dir.path()).await;
     let queue = client_dir.path().join("reports.sqlite");
     let (layer, handle) = reporter(&queue, &server.rooms_url(), Some(token("any-room")));
     handle.set_room(Some("team-secret-room"));
@@ -98,7 +98,7 @@ async fn an_error_event_is_stored_by_the_server_without_secrets_or_the_room_name
     assert_ne!(second.room, first.room);
 
     // Nothing secret reached the server's files, in any form.
-    server.stop().await;
+    server.stop(T).await?;
     for entry in std::fs::read_dir(server_dir.path())? {
         let path = entry?.path();
         if !path.is_file() {
@@ -118,7 +118,7 @@ async fn an_error_event_is_stored_by_the_server_without_secrets_or_the_room_name
 async fn a_refused_token_keeps_reports_queued_until_the_target_changes() -> TestResult {
     let server_dir = tempfile::tempdir()?;
     let client_dir = tempfile::tempdir()?;
-    let server = TestServer::start_at("127.0.0.1:0".parse()?, server_dir.path()).await;
+    let server = start_server("127.0.0.1:0".parse()?, server_dir.path()).await;
     let queue = client_dir.path().join("reports.sqlite");
     let (layer, handle) = reporter(&queue, &server.rooms_url(), Some("forged".into()));
     let _guard = subscribe(layer);
@@ -136,6 +136,6 @@ async fn a_refused_token_keeps_reports_queued_until_the_target_changes() -> Test
     let reports = stored(server_dir.path());
     assert_eq!(reports.len(), 1);
     assert!(reports[0].report.message.starts_with("first at reports"));
-    server.stop().await;
+    server.stop(T).await?;
     Ok(())
 }

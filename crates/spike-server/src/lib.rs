@@ -460,6 +460,68 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Serves on `listener` in a task of the current tokio runtime (an embedded server, a
+    /// test's) until [`Running::stop`], or until the [`Running`] is dropped.
+    ///
+    /// Errors: [`ServerError::Io`] when the listener has no local address.
+    pub fn spawn(self, listener: tokio::net::TcpListener) -> Result<Running, ServerError> {
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(listener, async {
+            // A sent signal or a dropped sender: either way, shut down.
+            let _ = stopped.await;
+        }));
+        Ok(Running {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A server started by [`Server::spawn`]. Dropping it shuts the server down without waiting.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its rooms' WebSocket base URL, `ws://<addr>/rooms` (a y-websocket `serverUrl`).
+    pub fn rooms_url(&self) -> String {
+        format!("ws://{}/rooms", self.addr)
+    }
+
+    /// Its HTTP base URL, `http://<addr>` (the blob/KV, reports and AI APIs).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop: closes every connection, flushes every room, and waits for that, at most
+    /// `timeout`. Errors: the server's own, or [`ServerError::Io`] (`TimedOut`) when it did not
+    /// finish in time.
+    pub async fn stop(mut self, timeout: Duration) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(timeout, &mut self.task).await {
+            Ok(Ok(served)) => served,
+            Ok(Err(join)) => Err(ServerError::Io(std::io::Error::other(join))),
+            Err(_) => Err(ServerError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the server did not stop within {} ms", timeout.as_millis()),
+            ))),
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or (on Unix) SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

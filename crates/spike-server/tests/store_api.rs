@@ -10,42 +10,29 @@ use spike_server::{Access, Server, ServerConfig};
 use spike_store::conformance::Moto;
 use spike_store::BlobHash;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::oneshot;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-struct Running {
+/// A server on a loopback port with its data folder; shut down when dropped.
+struct Started {
     base: String,
     addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    _running: spike_server::Running,
     _data: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 async fn start(
     configure: impl FnOnce(&mut ServerConfig),
-) -> Result<Running, Box<dyn std::error::Error>> {
+) -> Result<Started, Box<dyn std::error::Error>> {
     let data = tempfile::tempdir()?;
     let mut config = ServerConfig::new(data.path());
     configure(&mut config);
-    let server = Server::new(config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Ok(Running {
-        base: format!("http://{addr}"),
-        addr,
-        stop: Some(stop),
+    let running = Server::new(config)?.spawn(listener)?;
+    Ok(Started {
+        base: running.http_url(),
+        addr: running.addr(),
+        _running: running,
         _data: data,
     })
 }

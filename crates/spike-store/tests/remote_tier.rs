@@ -15,38 +15,25 @@ use spike_store::{
     BreakerState, Key, PutOptions, RemoteConfig, RemoteTier, Revalidated, StoreError, Tier,
 };
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), spike_server::ServerError>>,
-}
-
-impl Running {
-    async fn stop(self) -> TestResult {
-        let _ = self.stop.send(());
-        self.task.await??;
-        Ok(())
-    }
-}
 
 fn key() -> Result<TokenKey, Box<dyn std::error::Error>> {
     Ok(TokenKey::new(&Secret::new(vec![7u8; 32])?))
 }
 
-async fn serve(data: &Path, listener: TcpListener) -> Result<Running, Box<dyn std::error::Error>> {
+async fn serve(
+    data: &Path,
+    listener: TcpListener,
+) -> Result<spike_server::Running, Box<dyn std::error::Error>> {
     let mut config = ServerConfig::new(data);
     config.access = Access::Tokens(key()?);
-    let server = Server::new(config)?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Ok(Running { stop, task })
+    Ok(Server::new(config)?.spawn(listener)?)
 }
+
+/// How long a graceful stop may take.
+const STOP: Duration = Duration::from_secs(60);
 
 fn token() -> Result<String, Box<dyn std::error::Error>> {
     Ok(key()?.issue(&Claims::new("*", Role::Edit, Duration::from_secs(3600)))?)
@@ -103,7 +90,7 @@ async fn remote_tier_passes_the_suite_and_revalidates() -> TestResult {
         other => panic!("expected Forbidden, got {other:?}"),
     }
     assert_eq!(anonymous.breaker_state(), BreakerState::Closed);
-    running.stop().await
+    Ok(running.stop(STOP).await?)
 }
 
 /// Accepts connections on `addr` and never answers: a server that hangs.
@@ -145,7 +132,7 @@ async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back
     assert_eq!(remote.breaker_state(), BreakerState::Closed);
 
     // The server stops: the call's three attempts fail and open the breaker.
-    running.stop().await?;
+    running.stop(STOP).await?;
     let first = remote.get(&key).await;
     assert!(
         matches!(first, Err(StoreError::Unavailable { .. })),
@@ -258,5 +245,5 @@ async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back
         latencies >= 8,
         "every call's latency is recorded ({latencies})"
     );
-    running.stop().await
+    Ok(running.stop(STOP).await?)
 }

@@ -8,8 +8,7 @@ use std::time::Duration;
 use spike_report::{ReportHandle, ReportLayer, Reporter, ReporterConfig, SenderOptions, Target};
 use spike_server::auth::{Claims, Role, Secret, TokenKey};
 use spike_server::reports::{ReportStore, StoredReport};
-use spike_server::{Access, Server, ServerConfig};
-use tokio::sync::oneshot;
+use spike_server::{Access, Running, Server, ServerConfig};
 
 /// Generous: the machine is a loaded 2-core box. Waits end as soon as their condition holds.
 pub const T: Duration = Duration::from_secs(60);
@@ -28,48 +27,22 @@ pub fn token(room: &str) -> String {
         .expect("a token")
 }
 
-pub struct TestServer {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), spike_server::ServerError>>,
+/// The server with tokens required, storing in `dir`, on `addr` (port 0: any).
+pub async fn start_server(addr: SocketAddr, dir: &Path) -> Running {
+    let mut config = ServerConfig::new(dir);
+    config.access = Access::Tokens(key());
+    start_server_with(addr, config).await
 }
 
-impl TestServer {
-    /// The server with tokens required, storing in `dir`, on `addr` (port 0: any).
-    pub async fn start_at(addr: SocketAddr, dir: &Path) -> Self {
-        let mut config = ServerConfig::new(dir);
-        config.access = Access::Tokens(key());
-        Self::start_with(addr, config).await
-    }
-
-    pub async fn start_with(addr: SocketAddr, config: ServerConfig) -> Self {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("binding the test server");
-        let addr = listener.local_addr().expect("bound address");
-        let server = Server::new(config).expect("server");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// The room server's WebSocket base URL, as a room link carries it.
-    pub fn rooms_url(&self) -> String {
-        format!("ws://{}/rooms", self.addr)
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(T, &mut self.task).await;
-    }
+/// The server with `config` on `addr`.
+pub async fn start_server_with(addr: SocketAddr, config: ServerConfig) -> Running {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("binding the test server");
+    Server::new(config)
+        .expect("server")
+        .spawn(listener)
+        .expect("serving")
 }
 
 /// What the server stored, read from its SQLite file as `spike reports` does.

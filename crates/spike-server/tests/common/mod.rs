@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use spike_collab::{Session, SessionConfig};
 use spike_server::{Server, ServerConfig};
-use tokio::sync::oneshot;
 
 /// Generous: the machine is a loaded 2-core box. Waits end as soon as their condition holds.
 pub const T: Duration = Duration::from_secs(60);
@@ -27,8 +26,7 @@ pub fn trace() {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub server: Server,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), spike_server::ServerError>>,
+    running: spike_server::Running,
 }
 
 impl TestServer {
@@ -39,30 +37,22 @@ impl TestServer {
     pub async fn start_at(addr: SocketAddr, config: ServerConfig) -> Self {
         trace();
         let listener = bind(addr).await;
-        let addr = listener.local_addr().expect("bound address");
         let server = Server::new(config).expect("server");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.clone().serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let running = server.clone().spawn(listener).expect("serving");
         Self {
-            addr,
+            addr: running.addr(),
             server,
-            stop: Some(stop),
-            task,
+            running,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("ws://{}/rooms", self.addr)
+        self.running.rooms_url()
     }
 
     /// Graceful stop: closes connections and flushes every room.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(T, &mut self.task).await;
+    pub async fn stop(self) {
+        let _ = self.running.stop(T).await;
     }
 }
 
@@ -165,7 +155,6 @@ pub async fn spawn_server(
 }
 
 /// [`spawn_server`] with more flags.
-#[allow(dead_code)]
 pub async fn spawn_server_with(
     data: &Path,
     flags: &[&str],
