@@ -1,9 +1,13 @@
 //! `spike ai ask` as a user runs it, against a local server speaking OpenAI's streaming format.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod common;
+
+use std::io::{BufReader, Write as _};
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
+
+use common::read_request;
 
 /// Answers one request with `pieces` (each written and flushed on its own); returns the request.
 fn serve_once(pieces: &'static [&'static [u8]]) -> (String, std::thread::JoinHandle<String>) {
@@ -13,23 +17,7 @@ fn serve_once(pieces: &'static [&'static [u8]]) -> (String, std::thread::JoinHan
         let (mut socket, _) = listener.accept().expect("accept");
         socket.set_nodelay(true).expect("nodelay");
         let mut reader = BufReader::new(socket.try_clone().expect("clone"));
-        let mut head = String::new();
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().expect("length");
-                }
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).expect("body");
+        let (head, body) = read_request(&mut reader).expect("a request");
         socket
             .write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",

@@ -2,50 +2,19 @@
 //! (a folder sits where it goes) becomes a report in the server's store, with the local folder
 //! replaced by `<dir>` and the room anonymised.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Kill, Serve};
 use spike_server::reports::{ReportStore, StoredReport};
-
-/// Stops a child when the test ends, however it ends.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn mirror_errors_reach_the_room_servers_report_store() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_spike"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--open",
-            "--data",
-            "srv",
-        ])
-        .current_dir(dir.path())
-        .env_remove("SPIKE_SECRET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn spike serve");
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address line");
-    let serve = Kill(serve);
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap_or_else(|| panic!("no ws:// address in {line:?}"))
-        .to_owned();
+    let serve = Serve::start(dir.path(), &["--open", "--data", "srv"], &[], Stdio::null());
+    let base = &serve.base;
 
     let folder = dir.path().join("m");
     std::fs::create_dir_all(folder.join(".spike/errs.mirror.json")).expect("a folder in the way");

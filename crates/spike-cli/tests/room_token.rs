@@ -1,10 +1,12 @@
 //! `spike room token` and `spike serve`'s access rules, as a user runs them.
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::Serve;
 use spike_collab::RoomLink;
 use spike_server::auth::{Role, Secret, TokenKey, SECRET_FILE};
 
@@ -222,32 +224,13 @@ fn serve_refuses_open_mode_on_a_network_address() {
 fn serve_with_a_secret_accepts_its_tokens_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("key"), "s".repeat(48)).expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spike"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret-file",
-            "key",
-            "--data",
-            "d",
-        ])
-        .current_dir(dir.path())
-        .env_remove("SPIKE_SECRET")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn spike serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address line");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .expect("ws:// address")
-        .to_owned();
+    let serve = Serve::start(
+        dir.path(),
+        &["--secret-file", "key", "--data", "d"],
+        &[("RUST_LOG", "warn")],
+        Stdio::null(),
+    );
+    let (line, base) = (&serve.line, &serve.base);
     assert!(line.contains("tokens required (secret from key)"), "{line}");
 
     let (code, out, err) = spike(
@@ -260,7 +243,7 @@ fn serve_with_a_secret_accepts_its_tokens_only() {
             "--secret-file",
             "key",
             "--server",
-            &base,
+            base,
         ],
         dir.path(),
     );
@@ -290,8 +273,7 @@ fn serve_with_a_secret_accepts_its_tokens_only() {
             other => Err(format!("expected a refusal, got {:?}", other.map(|_| ()))),
         }
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
     let (status, body) = result.expect("session with the token");
     assert_eq!(status, 401);
     assert!(body.contains("requires an access token"), "{body}");

@@ -3,11 +3,15 @@
 //! server's environment; `spike ai ask` works through it; a provider that needs a key refuses
 //! to start without one.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod common;
+
+use std::io::{BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use common::{read_request, Serve};
 
 const ANSWER: &[&[u8]] = &[
     b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\nda",
@@ -26,25 +30,7 @@ fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
         for socket in listener.incoming() {
             let Ok(mut socket) = socket else { return };
             let mut reader = BufReader::new(socket.try_clone().expect("clone"));
-            let mut head = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        length = v.trim().parse().expect("length");
-                    }
-                }
-                head.push_str(&line);
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).expect("body");
+            let (head, body) = read_request(&mut reader).expect("a request");
             record
                 .lock()
                 .expect("lock")
@@ -61,43 +47,29 @@ fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     (base, seen)
 }
 
-/// Kills the server when the test ends, however it ends.
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn serve_runs_the_ai_proxy_with_the_key_from_its_environment() {
     let (base, seen) = upstream();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spike"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--open", "--data", "d"])
-        .args(["--ai-provider", "compatible", "--ai-base-url", &base])
-        .args(["--ai-model", "team-model", "--ai-rate-per-minute", "10"])
-        .current_dir(dir.path())
-        .env_remove("SPIKE_SECRET")
-        .env("OPENAI_API_KEY", "sk-server-cli")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn spike serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let serve = Serve(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the address line");
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("ws://"))
-        .and_then(|w| w.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--open",
+            "--data",
+            "d",
+            "--ai-provider",
+            "compatible",
+            "--ai-base-url",
+            &base,
+            "--ai-model",
+            "team-model",
+            "--ai-rate-per-minute",
+            "10",
+        ],
+        &[("OPENAI_API_KEY", "sk-server-cli"), ("RUST_LOG", "warn")],
+        Stdio::inherit(),
+    );
+    let addr = serve.addr().to_owned();
 
     // An OpenAI streamed request on the wire.
     let body = r#"{"model":"anything","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;

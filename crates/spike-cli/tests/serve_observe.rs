@@ -3,46 +3,24 @@
 //! request's its `http` span (method, path); `/metrics` answers; `--alert-rules` is checked at
 //! start.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod common;
+
+use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 
+use common::Serve;
 use tokio_tungstenite::tungstenite;
-
-fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spike"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--open", "--data", "d"])
-        .args(extra)
-        .current_dir(dir)
-        .env_remove("SPIKE_SECRET")
-        .env("RUST_LOG", "info,spike_server=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn spike serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address line");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap_or_else(|| panic!("no ws:// address in {line:?}"))
-        .to_owned();
-    (child, base)
-}
-
-/// The `host:port` of a `ws://host:port/rooms` base.
-fn host(base: &str) -> &str {
-    base.trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .expect("host")
-}
 
 #[test]
 fn json_logs_parse_and_carry_connection_and_request_spans() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, base) = spawn_serve(dir.path(), &["--log-format", "json"]);
+    let mut serve = Serve::start(
+        dir.path(),
+        &["--open", "--data", "d", "--log-format", "json"],
+        &[("RUST_LOG", "info,spike_server=debug")],
+        Stdio::piped(),
+    );
+    let base = serve.base.clone();
 
     // A client joins room `watched`, gets the server's first frame, and leaves.
     let (mut ws, _) = tungstenite::connect(format!("{base}/watched")).expect("connect");
@@ -52,7 +30,7 @@ fn json_logs_parse_and_carry_connection_and_request_spans() {
     while ws.read().is_ok() {}
 
     // A scrape.
-    let mut tcp = std::net::TcpStream::connect(host(&base)).expect("connect");
+    let mut tcp = std::net::TcpStream::connect(serve.addr()).expect("connect");
     tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("request");
     let mut answer = String::new();
@@ -62,13 +40,15 @@ fn json_logs_parse_and_carry_connection_and_request_spans() {
 
     // A graceful stop, so every line is written whole.
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &serve.child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    child.wait().expect("wait");
+    serve.child.0.wait().expect("wait");
     let mut log = String::new();
-    child
+    serve
+        .child
+        .0
         .stderr
         .take()
         .expect("stderr")
