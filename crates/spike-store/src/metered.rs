@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::{Condition, Entry, Key, Listed, Meta, Prefix, PutOptions, StoreError, Tier};
+use crate::{
+    Condition, ETag, Entry, Key, Listed, Meta, Prefix, PutOptions, Revalidated, StoreError, Tier,
+};
 
 /// Counter: `get` calls that found an entry (fresh or expired), label `tier`.
 pub const HITS_TOTAL: &str = "spike_store_hits_total";
@@ -17,7 +19,7 @@ pub const BYTES_TOTAL: &str = "spike_store_bytes_total";
 /// stale window), label `tier`. Recorded by the tiers themselves.
 pub const EVICTIONS_TOTAL: &str = "spike_store_evictions_total";
 /// Histogram, seconds: duration of each call, successful or not, labels `tier` and `op`
-/// (`get`, `head`, `put`, `delete`, `list`).
+/// (`get`, `head`, `put`, `delete`, `list`, `revalidate`).
 pub const LATENCY_SECONDS: &str = "spike_store_latency_seconds";
 
 /// Counts an eviction of `n` entries from tier `tier`.
@@ -85,6 +87,10 @@ impl<T: Tier + ?Sized> Tier for std::sync::Arc<T> {
     async fn list(&self, prefix: &Prefix) -> Result<Vec<Listed>, StoreError> {
         (**self).list(prefix).await
     }
+
+    async fn revalidate(&self, key: &Key, etag: &ETag) -> Result<Revalidated, StoreError> {
+        (**self).revalidate(key, etag).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -115,6 +121,28 @@ impl<T: Tier + ?Sized> Tier for Metered<T> {
         got
     }
 
+    /// The inner tier's own revalidation (a remote's `If-None-Match`), counted as a read: a hit
+    /// when the entry is there (its body's bytes when it changed), a miss when it is gone.
+    async fn revalidate(&self, key: &Key, etag: &ETag) -> Result<Revalidated, StoreError> {
+        let (tier, start) = (self.inner.name(), Instant::now());
+        let got = self.inner.revalidate(key, etag).await;
+        latency(tier, "revalidate", start);
+        match &got {
+            Ok(Revalidated::NotModified(_)) => {
+                metrics::counter!(HITS_TOTAL, "tier" => tier).increment(1)
+            }
+            Ok(Revalidated::Modified(entry)) => {
+                metrics::counter!(HITS_TOTAL, "tier" => tier).increment(1);
+                bytes(tier, "get", entry.body.len() as u64);
+            }
+            Ok(Revalidated::Missing) => {
+                metrics::counter!(MISSES_TOTAL, "tier" => tier).increment(1)
+            }
+            Err(_) => {}
+        }
+        got
+    }
+
     async fn put(&self, key: &Key, body: Bytes, options: PutOptions) -> Result<Meta, StoreError> {
         let (tier, start, n) = (self.inner.name(), Instant::now(), body.len() as u64);
         let put = self.inner.put(key, body, options).await;
@@ -137,5 +165,56 @@ impl<T: Tier + ?Sized> Tier for Metered<T> {
         let listed = self.inner.list(prefix).await;
         latency(self.inner.name(), "list", start);
         listed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A tier with nothing to read whose own revalidation says "not modified" (as a remote's
+    /// 304 does): the default revalidation, which reads, would say "missing".
+    struct AnswersNotModified;
+
+    #[async_trait::async_trait]
+    impl Tier for AnswersNotModified {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        async fn get(&self, _: &Key) -> Result<Option<Entry>, StoreError> {
+            Ok(None)
+        }
+        async fn head(&self, _: &Key) -> Result<Option<Meta>, StoreError> {
+            Ok(None)
+        }
+        async fn put(&self, _: &Key, body: Bytes, o: PutOptions) -> Result<Meta, StoreError> {
+            Ok(Meta::for_body(&body, &o))
+        }
+        async fn delete(&self, _: &Key, _: Condition) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn list(&self, _: &Prefix) -> Result<Vec<Listed>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn revalidate(&self, _: &Key, _: &ETag) -> Result<Revalidated, StoreError> {
+            Ok(Revalidated::NotModified(Meta::for_body(
+                b"x",
+                &PutOptions::default(),
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn wrappers_keep_the_inner_tiers_revalidation() -> Result<(), StoreError> {
+        let key = Key::kv("app", "a.js")?;
+        let etag = Meta::for_body(b"x", &PutOptions::default()).etag;
+        let shared: Arc<dyn Tier> = Arc::new(AnswersNotModified);
+        let wrapped = Metered::new(shared);
+        assert!(matches!(
+            wrapped.revalidate(&key, &etag).await?,
+            Revalidated::NotModified(_)
+        ));
+        Ok(())
     }
 }

@@ -11,17 +11,15 @@
 //! with [`StoreError::Unavailable`], with no request and no retry. Answers that show the server
 //! is up (2xx, 304, 4xx but 429) count as successes.
 //!
-//! Metrics (`metrics` facade, label `tier="remote"`): `spike_store_hits_total`,
-//! `spike_store_misses_total` (reads; a revalidation that finds the copy current is a hit),
-//! `spike_store_read_bytes_total` and `spike_store_written_bytes_total` (bodies),
-//! `spike_store_errors_total{kind}`, `spike_store_latency_seconds{op}` (a histogram, per call
-//! including retries), `spike_store_breaker_transitions_total{remote,state}`,
-//! `spike_store_breaker_open{remote}` (a gauge, 1 while open) and
-//! `spike_store_breaker_rejections_total{remote}`.
+//! Metrics (`metrics` facade): hits, misses, bytes and latency are recorded by
+//! [`crate::Metered`], which a [`crate::Store`] wraps every tier in (wrap a `RemoteTier` used
+//! alone yourself). This tier adds `spike_store_errors_total{tier="remote",kind}`,
+//! `spike_store_breaker_transitions_total{remote,state}`, `spike_store_breaker_open{remote}` (a
+//! gauge, 1 while open) and `spike_store_breaker_rejections_total{remote}`.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use bytes::Bytes;
@@ -381,7 +379,6 @@ impl RemoteTier {
         headers: HeaderMap,
         body: Option<Bytes>,
     ) -> Result<Answer, StoreError> {
-        let started = Instant::now();
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.min_delay)
             .with_max_delay(self.config.max_delay)
@@ -434,8 +431,6 @@ impl RemoteTier {
                 Attempt::Transient { reason, .. } => StoreError::Unavailable { tier: NAME, reason },
                 Attempt::Final(e) => e,
             });
-        metrics::histogram!("spike_store_latency_seconds", "tier" => NAME, "op" => op)
-            .record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             let kind = match e {
                 StoreError::Unavailable { .. } => "unavailable",
@@ -468,14 +463,6 @@ impl RemoteTier {
                 NAME,
                 format!("{} answered HTTP {status}: {text}", self.watch.remote),
             ),
-        }
-    }
-
-    fn count_read(found: bool) {
-        if found {
-            metrics::counter!("spike_store_hits_total", "tier" => NAME).increment(1);
-        } else {
-            metrics::counter!("spike_store_misses_total", "tier" => NAME).increment(1);
         }
     }
 
@@ -527,9 +514,6 @@ impl Tier for RemoteTier {
             .await?;
         match answer.status {
             StatusCode::OK => {
-                Self::count_read(true);
-                metrics::counter!("spike_store_read_bytes_total", "tier" => NAME)
-                    .increment(answer.body.len() as u64);
                 let meta = meta_of(&answer.headers, Some(answer.body.len() as u64))?;
                 Ok(Some(Entry {
                     meta,
@@ -537,10 +521,7 @@ impl Tier for RemoteTier {
                     freshness: Freshness::Fresh,
                 }))
             }
-            StatusCode::NOT_FOUND => {
-                Self::count_read(false);
-                Ok(None)
-            }
+            StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.refusal(&key.to_string(), &answer)),
         }
     }
@@ -625,8 +606,6 @@ impl Tier for RemoteTier {
                 ));
             }
         }
-        metrics::counter!("spike_store_written_bytes_total", "tier" => NAME)
-            .increment(body.len() as u64);
         let mut meta = meta_of(&answer.headers, Some(body.len() as u64))?;
         meta.content_type = options.content_type;
         Ok(meta)
@@ -720,11 +699,9 @@ impl Tier for RemoteTier {
             .await?;
         match answer.status {
             StatusCode::NOT_MODIFIED => {
-                Self::count_read(true);
                 Ok(Revalidated::NotModified(meta_of(&answer.headers, None)?))
             }
             StatusCode::OK => {
-                Self::count_read(true);
                 let meta = meta_of(&answer.headers, Some(answer.body.len() as u64))?;
                 Ok(Revalidated::Modified(Entry {
                     meta,
@@ -732,10 +709,7 @@ impl Tier for RemoteTier {
                     freshness: Freshness::Fresh,
                 }))
             }
-            StatusCode::NOT_FOUND => {
-                Self::count_read(false);
-                Ok(Revalidated::Missing)
-            }
+            StatusCode::NOT_FOUND => Ok(Revalidated::Missing),
             _ => Err(self.refusal(&key.to_string(), &answer)),
         }
     }

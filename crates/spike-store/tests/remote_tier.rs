@@ -12,7 +12,7 @@ use spike_server::auth::{Claims, Role, Secret, TokenKey};
 use spike_server::{Access, Server, ServerConfig};
 use spike_store::conformance::check_tier;
 use spike_store::{
-    BreakerState, Key, PutOptions, RemoteConfig, RemoteTier, Revalidated, StoreError, Tier,
+    BreakerState, Key, Metered, PutOptions, RemoteConfig, RemoteTier, Revalidated, StoreError, Tier,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -124,12 +124,13 @@ async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back
     config.breaker_failures = 3;
     config.breaker_open_for = Duration::from_secs(1);
     config.breaker_max_open = Duration::from_secs(2);
-    let remote = RemoteTier::new(config)?;
+    // Metered, as a Store holds it: hits and latency below are its figures.
+    let remote = Metered::new(RemoteTier::new(config)?);
     let key = Key::kv("app", "x")?;
     remote
         .put(&key, Bytes::from_static(b"before"), PutOptions::default())
         .await?;
-    assert_eq!(remote.breaker_state(), BreakerState::Closed);
+    assert_eq!(remote.inner().breaker_state(), BreakerState::Closed);
 
     // The server stops: the call's three attempts fail and open the breaker.
     running.stop(STOP).await?;
@@ -138,7 +139,7 @@ async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back
         matches!(first, Err(StoreError::Unavailable { .. })),
         "{first:?}"
     );
-    assert_eq!(remote.breaker_state(), BreakerState::Open);
+    assert_eq!(remote.inner().breaker_state(), BreakerState::Open);
 
     // Something now holds the port and never answers: a call that went out would cost the
     // full timeout. While the breaker is open, reads fail at once instead.
@@ -165,7 +166,7 @@ async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back
         "{trial:?}"
     );
     assert!(started.elapsed() >= timeout, "the trial call went out");
-    assert_eq!(remote.breaker_state(), BreakerState::Open);
+    assert_eq!(remote.inner().breaker_state(), BreakerState::Open);
 
     // The server is back on the same port: after the open period a trial succeeds and closes it.
     hole.abort();
@@ -184,7 +185,7 @@ async fn remote_breaker_fails_fast_while_open_and_closes_when_the_server_is_back
         }
     };
     assert_eq!(&entry.body[..], b"before");
-    assert_eq!(remote.breaker_state(), BreakerState::Closed);
+    assert_eq!(remote.inner().breaker_state(), BreakerState::Closed);
 
     let metrics = snapshotter.snapshot().into_vec();
     let this_remote = format!("http://{addr}");
