@@ -343,7 +343,8 @@ impl RoomDoc {
     /// document (the integrated update, empty-change filtered), which is what a server
     /// broadcasts; parts with a missing dependency wait inside the doc until it arrives.
     ///
-    /// Errors: [`CollabError::MalformedUpdate`] when the bytes do not decode (nothing applied),
+    /// Errors: [`CollabError::UpdateOutOfBounds`] or [`CollabError::MalformedUpdate`] when the
+    /// bytes are outside the decoding bounds or do not decode (nothing applied),
     /// [`CollabError::Apply`] when yrs rejects or panics on the update. After an `Apply` error
     /// the document may be partially changed: a server should drop and reload the room.
     pub fn apply_update(&self, update: &[u8]) -> Result<Option<Vec<u8>>, CollabError> {
@@ -405,8 +406,13 @@ impl RoomDoc {
     }
 }
 
-/// Decodes a lib0 v1 update, turning a decoder panic into an error.
+/// Decodes a lib0 v1 update after checking it against the decoding bounds
+/// ([`crate::bounds::check_update_v1`]), turning a decoder panic into an error.
+///
+/// Errors: [`CollabError::UpdateOutOfBounds`] (nothing was decoded),
+/// [`CollabError::MalformedUpdate`] (yrs refused or panicked).
 pub fn decode_update(update: &[u8]) -> Result<Update, CollabError> {
+    crate::bounds::check_update_v1(update)?;
     match catch_unwind(|| Update::decode_v1(update)) {
         Ok(Ok(u)) => Ok(u),
         Ok(Err(e)) => Err(CollabError::MalformedUpdate(e.to_string())),

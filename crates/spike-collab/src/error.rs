@@ -53,6 +53,10 @@ pub enum CollabError {
         /// What is wrong with it.
         source: AwarenessError,
     },
+    /// An update outside the decoding bounds (too deep, a count its bytes cannot hold, a clock
+    /// overflow, …; see [`crate::bounds`]): refused before yrs saw it, nothing applied.
+    #[error("update refused: {0}")]
+    UpdateOutOfBounds(#[from] crate::bounds::BoundsError),
     /// yrs refused (or panicked on) a decoded update.
     #[error("update could not be applied: {0}")]
     Apply(String),
@@ -62,6 +66,16 @@ pub enum CollabError {
     /// The update log's schema could not be migrated.
     #[error("update log migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// A damaged update log could not be moved aside, copied or replaced by a new one (see
+    /// [`crate::Recovery`]); `path` is the file the operation failed on.
+    #[error("update log file {}: {source}", path.display())]
+    LogFile {
+        /// The file being moved, copied or created.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An update in the log does not decode (the file is damaged or not ours).
     #[error("update log holds an undecodable update at seq {seq}: {reason}")]
     CorruptLog {
@@ -113,14 +127,15 @@ pub enum AwarenessError {
     /// A client id that does not fit in 53 bits (the Yjs range, exact in a JavaScript number).
     #[error("client id {0} is out of range (more than 53 bits)")]
     ClientIdOutOfRange(u64),
-    /// A client's state is not valid JSON text (`null`, meaning the client left, is valid).
-    #[error("the state of client {client} (clock {clock}) is not valid JSON: {reason}")]
+    /// A client's state is not valid JSON text (`null`, meaning the client left, is valid), or
+    /// is larger or deeper than [`crate::protocol::validate_awareness_state`] accepts.
+    #[error("the state of client {client} (clock {clock}) is refused: {reason}")]
     InvalidState {
         /// The client whose state is bad.
         client: u64,
         /// Its clock in the update.
         clock: u32,
-        /// The JSON parser's message.
+        /// The JSON parser's message, or the bound it passes.
         reason: String,
     },
     /// Bytes left in the payload after the announced entries.

@@ -30,6 +30,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, StateVector};
 
+use crate::bounds;
 use crate::doc::panic_message;
 use crate::{AwarenessError, CollabError};
 
@@ -50,21 +51,34 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<Message>, CollabError> {
             )));
         }
         let start = cursor.next;
-        let awareness = skip_message(&mut cursor).map_err(|e| {
+        let payload = skip_message(&mut cursor).map_err(|e| {
             CollabError::MalformedMessage(format!(
                 "message {} at byte {start}: {e}",
                 messages.len()
             ))
         })?;
-        if let Some(payload) = awareness {
-            let update = decode_awareness_update(&frame[payload]).map_err(|source| {
-                CollabError::InvalidAwareness {
-                    message: messages.len(),
-                    source,
-                }
-            })?;
-            messages.push(Message::Awareness(update));
-            continue;
+        // Payloads yrs would decode are checked against the decoding bounds first: yrs
+        // reserves memory from declared counts and recurses into nested values.
+        let bounded = match &payload {
+            Payload::Other => Ok(()),
+            Payload::StateVector(range) => bounds::check_state_vector_v1(&frame[range.clone()]),
+            Payload::Update(range) => bounds::check_update_v1(&frame[range.clone()]).map(|_| ()),
+            Payload::Awareness(range) => {
+                let update = decode_awareness_update(&frame[range.clone()]).map_err(|source| {
+                    CollabError::InvalidAwareness {
+                        message: messages.len(),
+                        source,
+                    }
+                })?;
+                messages.push(Message::Awareness(update));
+                continue;
+            }
+        };
+        if let Err(e) = bounded {
+            return Err(CollabError::MalformedMessage(format!(
+                "message {} at byte {start}: {e}",
+                messages.len()
+            )));
         }
         let slice = &frame[start..cursor.next];
         let message = match catch_unwind(|| Message::decode_v1(slice)) {
@@ -85,22 +99,38 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<Message>, CollabError> {
     Ok(messages)
 }
 
-/// Advances past one message's framing without interpreting the payloads. For an awareness
-/// message, returns where its payload (the awareness update) lies in the frame.
-fn skip_message(c: &mut Cursor<'_>) -> Result<Option<Range<usize>>, yrs::encoding::read::Error> {
+/// Where a message's payload lies in its frame, for the payloads that are checked before
+/// they are decoded.
+enum Payload {
+    /// Nothing to check (auth, query awareness, unknown tags).
+    Other,
+    /// Sync step 1's state vector.
+    StateVector(Range<usize>),
+    /// Sync step 2's or an update message's update.
+    Update(Range<usize>),
+    /// An awareness update.
+    Awareness(Range<usize>),
+}
+
+/// Advances past one message's framing without interpreting the payloads, and says where the
+/// payload to check lies.
+fn skip_message(c: &mut Cursor<'_>) -> Result<Payload, yrs::encoding::read::Error> {
     let tag: u32 = c.read_var()?;
+    let payload = |c: &mut Cursor<'_>| {
+        let len = c.read_buf()?.len();
+        Ok::<_, yrs::encoding::read::Error>(c.next - len..c.next)
+    };
     match tag {
         0 => {
             let sub: u32 = c.read_var()?;
-            if sub > 2 {
-                return Err(yrs::encoding::read::Error::UnexpectedValue);
-            }
-            c.read_buf()?;
+            let range = payload(c)?;
+            return match sub {
+                0 => Ok(Payload::StateVector(range)),
+                1 | 2 => Ok(Payload::Update(range)),
+                _ => Err(yrs::encoding::read::Error::UnexpectedValue),
+            };
         }
-        1 => {
-            let len = c.read_buf()?.len();
-            return Ok(Some(c.next - len..c.next));
-        }
+        1 => return Ok(Payload::Awareness(payload(c)?)),
         2 => {
             let denied: u32 = c.read_var()?;
             if denied == 0 {
@@ -112,11 +142,17 @@ fn skip_message(c: &mut Cursor<'_>) -> Result<Option<Range<usize>>, yrs::encodin
             c.read_buf()?;
         }
     }
-    Ok(None)
+    Ok(Payload::Other)
 }
 
-/// Client ids above this do not fit a JavaScript number exactly (Yjs ids are 53-bit).
-const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+/// The largest awareness state accepted, bytes of JSON text.
+pub const MAX_AWARENESS_STATE_BYTES: usize = 64 << 10;
+/// The deepest nesting of arrays and objects accepted in an awareness state ([`Presence`] is 5
+/// deep; y-codemirror's cursor state 4).
+pub const MAX_AWARENESS_DEPTH: usize = 16;
+/// The most object members accepted in one awareness state, over all its objects (a
+/// [`Presence`] takes about 8 per open file).
+pub const MAX_AWARENESS_MEMBERS: usize = 1024;
 
 /// Decodes an awareness update (the payload of an awareness message: varuint count, then per
 /// client varuint id, varuint clock, varstring state) strictly, where yrs' decoder would accept
@@ -125,7 +161,7 @@ const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
 ///   bad), including a count larger than the entries present;
 /// - [`AwarenessError::ClientIdOutOfRange`]: a client id over 53 bits;
 /// - [`AwarenessError::InvalidState`]: a state that is not valid JSON text (`null`, a client
-///   leaving, is valid);
+///   leaving, is valid), or is outside [`validate_awareness_state`]'s bounds;
 /// - [`AwarenessError::TrailingBytes`]: bytes after the last entry.
 ///
 /// ```
@@ -165,7 +201,7 @@ pub fn decode_awareness_update(payload: &[u8]) -> Result<AwarenessUpdate, Awaren
         let client: u64 = c.read_var().map_err(truncated)?;
         let clock: u32 = c.read_var().map_err(truncated)?;
         let json = c.read_string().map_err(truncated)?;
-        if client > MAX_CLIENT_ID {
+        if client > bounds::MAX_CLIENT_ID {
             return Err(AwarenessError::ClientIdOutOfRange(client));
         }
         validate_awareness_state(json).map_err(|reason| AwarenessError::InvalidState {
@@ -183,11 +219,27 @@ pub fn decode_awareness_update(payload: &[u8]) -> Result<AwarenessUpdate, Awaren
 }
 
 /// Checks that an awareness state is one JSON text, as `JSON.parse` requires (surrounding JSON
-/// whitespace allowed). Errors: the parser's message.
+/// whitespace allowed), and that it is within the bounds every peer can take: at most
+/// [`MAX_AWARENESS_STATE_BYTES`] bytes, [`MAX_AWARENESS_DEPTH`] levels of nesting and
+/// [`MAX_AWARENESS_MEMBERS`] object members. Stock peers parse and walk states recursively,
+/// so a state of thousands of nested brackets relayed to them overflows their stacks.
+///
+/// Errors: what is wrong, or the parser's message with its line and column.
 pub fn validate_awareness_state(json: &str) -> Result<(), String> {
-    serde_json::from_str::<serde::de::IgnoredAny>(json)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    if json.len() > MAX_AWARENESS_STATE_BYTES {
+        return Err(format!(
+            "{} bytes, more than the limit of {MAX_AWARENESS_STATE_BYTES}",
+            json.len()
+        ));
+    }
+    let shape = bounds::check_json(json, MAX_AWARENESS_DEPTH)?;
+    if shape.members > MAX_AWARENESS_MEMBERS {
+        return Err(format!(
+            "{} object members, more than the limit of {MAX_AWARENESS_MEMBERS}",
+            shape.members
+        ));
+    }
+    Ok(())
 }
 
 /// Encodes one message as a frame.

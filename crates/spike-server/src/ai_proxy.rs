@@ -646,7 +646,7 @@ impl Refused {
 /// Checks the caller's token; returns the caller's quota key, or why it is refused.
 fn authorize(inner: &Inner, headers: &HeaderMap, peer: SocketAddr) -> Result<String, Refused> {
     let Access::Tokens(key) = &inner.config.access else {
-        return Ok(format!("address {}", peer.ip()));
+        return Ok(format!("address {}", crate::listen::peer_key(peer.ip())));
     };
     let refused = |kind: &'static str, status: StatusCode, reason: String| {
         tracing::warn!(peer = %peer.ip(), reason = kind, "refused an AI request: {reason}");

@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 
 use crate::auth::Role;
 use crate::limits::{self, LimitKind, Subject, TokenSlot};
-use crate::room::{self, ConnId, Outgoing, RoomHandle, RoomMsg};
+use crate::room::{self, ConnId, Outbox, Outgoing, RoomHandle, RoomMsg};
 use crate::{Access, Inner};
 
 /// Releases a peer's connection slot when dropped.
@@ -53,8 +53,10 @@ pub(crate) async fn upgrade(
     }
     // The address's connection rate comes first: it is the cheapest filter, and it also bounds
     // how fast one address can try tokens.
+    // Per-address limits count an IPv6 client by its /64.
+    let peer = crate::listen::peer_key(addr.ip());
     let mut who = Subject {
-        ip: addr.ip(),
+        ip: peer,
         token: None,
     };
     if let Err(refusal) = inner.guards.connect(who) {
@@ -119,7 +121,7 @@ pub(crate) async fn upgrade(
     };
     let slot = {
         let mut peers = inner.peers();
-        let n = peers.entry(addr.ip()).or_insert(0);
+        let n = peers.entry(peer).or_insert(0);
         if *n >= limits.max_rooms_per_peer {
             let reason = format!(
                 "at most {} open connections (rooms) per client address",
@@ -135,7 +137,7 @@ pub(crate) async fn upgrade(
         *n += 1;
         PeerSlot {
             inner: inner.clone(),
-            ip: addr.ip(),
+            ip: peer,
             _token: token_slot,
         }
     };
@@ -171,7 +173,7 @@ async fn join(
     conn: ConnId,
     template: Option<String>,
     role: Role,
-    tx: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
 ) -> Result<RoomHandle, String> {
     for _ in 0..50 {
         if *inner.shutdown.borrow() {
@@ -190,7 +192,7 @@ async fn join(
             conn,
             template: template.clone(),
             read_only: role == Role::View,
-            tx: tx.clone(),
+            outbox: outbox.clone(),
             reply,
         };
         if handle.tx.send(msg).await.is_err() {
@@ -236,6 +238,8 @@ async fn run(
 ) {
     let limits = inner.config.limits.clone();
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(limits.max_queued_frames);
+    let outbox = Outbox::new(out_tx);
+    let queued = outbox.queued.clone();
     let (mut sink, mut stream) = socket.split();
     // The room holds the only sender of `out_tx`: when it drops this connection (a full queue,
     // unloading), the writer sees the queue end and closes the socket, even if the room's close
@@ -245,7 +249,7 @@ async fn run(
     // (its thread stuck on storage) is refused rather than left silent.
     let joined = tokio::time::timeout(
         JOIN_TIMEOUT,
-        join(&inner, &room, conn, template, role, out_tx),
+        join(&inner, &room, conn, template, role, outbox),
     )
     .await
     .unwrap_or_else(|_| {
@@ -280,7 +284,7 @@ async fn run(
                 close = &mut close_rx => {
                     // Frames already queued go out before the close frame.
                     while let Ok(Outgoing::Frame(frame)) = out_rx.try_recv() {
-                        if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                        if sink.send(WsMessage::Binary(frame)).await.is_err() {
                             return;
                         }
                     }
@@ -293,8 +297,12 @@ async fn run(
                     Some(Outgoing::Frame(frame)) => {
                         // Counted when queued to the socket, so a client that has read a frame
                         // always finds it counted.
-                        metrics::counter!("spike_bytes_out_total").increment(frame.len() as u64);
-                        if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                        let len = frame.len();
+                        metrics::counter!("spike_bytes_out_total").increment(len as u64);
+                        let sent = sink.send(WsMessage::Binary(frame)).await;
+                        // Written to the socket (or failed): no longer held for this client.
+                        queued.fetch_sub(len, Ordering::AcqRel);
+                        if sent.is_err() {
                             return;
                         }
                     }

@@ -74,6 +74,7 @@ pub mod auth;
 pub mod cli;
 mod conn;
 mod limits;
+pub mod listen;
 pub mod observe;
 pub mod reports;
 mod room;
@@ -201,6 +202,10 @@ pub struct Limits {
     /// Frames queued for one slow client before it is disconnected (it resyncs on reconnect).
     /// Default 4096.
     pub max_queued_frames: usize,
+    /// Bytes queued for one slow client before it is disconnected, whatever the frame count:
+    /// what a room holds for clients that do not read is at most this per connection (an empty
+    /// queue takes one frame of any size). Default 16 MiB.
+    pub max_queued_bytes: usize,
     /// New WebSocket connections per client address. Checked before the token, so it also
     /// bounds token guessing. Default 200/s, burst 2000 (a load generator opening 1000
     /// connections from one address at once fits).
@@ -224,10 +229,18 @@ pub struct Limits {
     /// Largest HTTP request body, bytes: a larger `Content-Length` gets 413 before any handler
     /// runs, and extractors stop reading a body without one there. Default 32 MiB.
     pub max_body_bytes: usize,
-    /// A TCP connection must send its whole first HTTP request head within this, or it is
-    /// dropped. Default 10 s.
+    /// A TCP connection must send each whole HTTP request head within this of the server
+    /// starting to wait for it (on a kept-alive connection, from the end of the previous
+    /// answer), or it is dropped. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Open TCP connections, HTTP and WebSocket together. `None`: the open-file limit (raised
+    /// to its hard limit at start) less [`listen::FD_HEADROOM`]. A quarter is kept for
+    /// WebSockets: plain HTTP connections get at most the other three quarters.
+    pub max_connections: Option<usize>,
+    /// Open plain HTTP connections (not yet WebSockets) per client address. `None`: a quarter
+    /// of the HTTP share of [`Limits::max_connections`].
+    pub max_http_connections_per_peer: Option<usize>,
     /// Error reports ([`reports`]) per client address. Default 2/s, burst 60.
     pub report_rate: Option<Rate>,
     /// Largest error report body, bytes. Default 64 KiB.
@@ -243,6 +256,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_bad_messages: 8,
             max_queued_frames: 4096,
+            max_queued_bytes: 16 << 20,
             ip_connection_rate: Some(Rate::new(200, 2000)),
             token_connection_rate: Some(Rate::new(20, 100)),
             max_connections_per_token: 256,
@@ -252,6 +266,8 @@ impl Default for Limits {
             token_byte_rate: Some(Rate::new(16 << 20, 32 << 20)),
             max_body_bytes: 32 << 20,
             handshake_timeout: Duration::from_secs(10),
+            max_connections: None,
+            max_http_connections_per_peer: None,
             report_rate: Some(Rate::new(2, 60)),
             max_report_bytes: 64 << 10,
         }
@@ -438,17 +454,7 @@ impl Server {
             }
             (None, _) => {}
         }
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let handshake = self.inner.config.limits.handshake_timeout;
-        let listener = axum::serve::ListenerExt::tap_io(
-            limits::GuardedListener::new(listener, handshake),
-            |_| {},
-        );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await?;
+        listen::serve(listener, self.router(), self.inner.clone(), signal).await;
         self.inner.shutdown.send_replace(true);
         let mut live = self.inner.live_rooms.subscribe();
         let drained = tokio::time::timeout(Duration::from_secs(30), live.wait_for(|n| *n == 0));

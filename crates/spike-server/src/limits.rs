@@ -11,13 +11,10 @@
 //! reason naming the limit.
 
 use std::collections::HashMap;
-use std::future::Future as _;
 use std::hash::BuildHasher as _;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -27,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::Inner;
 
@@ -79,9 +75,14 @@ pub enum LimitKind {
     FrameSize,
     /// An HTTP request body over the size limit (`body_size`, HTTP 413).
     BodySize,
-    /// A TCP connection that did not send its HTTP request head in time (`handshake_timeout`,
-    /// dropped).
+    /// A TCP connection that did not send an HTTP request head in time, the first or a later
+    /// one on a kept-alive connection (`handshake_timeout`, dropped).
     HandshakeTimeout,
+    /// A TCP connection over the server's connection caps (`max_connections` and its HTTP
+    /// share, see [`crate::listen`]; closed at once).
+    Connections,
+    /// A TCP connection over `max_http_connections_per_peer` (closed at once).
+    PeerHttpConnections,
     /// A connection that sent nothing for too long (`idle_timeout`, close 1000).
     IdleTimeout,
     /// Too many malformed messages on one connection (`bad_messages`, close 1007).
@@ -108,6 +109,8 @@ impl LimitKind {
             LimitKind::FrameSize => "frame_size",
             LimitKind::BodySize => "body_size",
             LimitKind::HandshakeTimeout => "handshake_timeout",
+            LimitKind::Connections => "connections",
+            LimitKind::PeerHttpConnections => "http_connections_per_peer",
             LimitKind::IdleTimeout => "idle_timeout",
             LimitKind::BadMessages => "bad_messages",
             LimitKind::SlowClient => "slow_client",
@@ -399,162 +402,6 @@ pub(crate) async fn body_limit(
         return (StatusCode::PAYLOAD_TOO_LARGE, reason).into_response();
     }
     next.run(req).await
-}
-
-/// A TCP listener whose connections must send a complete HTTP request head (through the blank
-/// line that ends its headers) within `handshake` of being accepted, or are dropped (counted as
-/// [`LimitKind::HandshakeTimeout`]). Later requests on a kept-alive connection are not timed.
-pub(crate) struct GuardedListener {
-    listener: tokio::net::TcpListener,
-    handshake: Duration,
-}
-
-impl GuardedListener {
-    pub(crate) fn new(listener: tokio::net::TcpListener, handshake: Duration) -> Self {
-        Self {
-            listener,
-            handshake,
-        }
-    }
-}
-
-impl axum::serve::Listener for GuardedListener {
-    type Io = HandshakeIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.listener.accept().await {
-                Ok((io, addr)) => {
-                    let deadline = Box::pin(tokio::time::sleep(self.handshake));
-                    let io = HandshakeIo {
-                        io,
-                        peer: addr.ip(),
-                        limit: self.handshake,
-                        deadline: Some(deadline),
-                        matched: 0,
-                        timed_out: false,
-                    };
-                    return (io, addr);
-                }
-                // The peer gave up before we accepted: nothing to do.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::ConnectionRefused
-                    ) => {}
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(e) => {
-                    tracing::error!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.listener.local_addr()
-    }
-}
-
-/// A TCP stream that fails its reads once the handshake deadline passes before the end of the
-/// first request head (`\r\n\r\n`) was read; hyper then drops the connection.
-pub(crate) struct HandshakeIo {
-    io: tokio::net::TcpStream,
-    peer: IpAddr,
-    limit: Duration,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// How much of `\r\n\r\n` the bytes read so far end with.
-    matched: u8,
-    timed_out: bool,
-}
-
-impl HandshakeIo {
-    fn scan(&mut self, bytes: &[u8]) {
-        const END: &[u8; 4] = b"\r\n\r\n";
-        for &b in bytes {
-            self.matched = if b == END[usize::from(self.matched)] {
-                self.matched + 1
-            } else if b == b'\r' {
-                1
-            } else {
-                0
-            };
-            if self.matched == 4 {
-                self.deadline = None;
-                return;
-            }
-        }
-    }
-}
-
-impl AsyncRead for HandshakeIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.timed_out {
-            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
-        }
-        if let Some(deadline) = &mut this.deadline {
-            if deadline.as_mut().poll(cx).is_ready() {
-                this.timed_out = true;
-                this.deadline = None;
-                let reason = format!(
-                    "no complete HTTP request within the handshake timeout of {} ms",
-                    this.limit.as_millis()
-                );
-                refused(LimitKind::HandshakeTimeout, Some(this.peer), &reason);
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    reason,
-                )));
-            }
-        }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if this.deadline.is_some() {
-            if let Poll::Ready(Ok(())) = polled {
-                let fresh = buf.filled()[before..].to_vec();
-                this.scan(&fresh);
-            }
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for HandshakeIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
 }
 
 #[cfg(test)]

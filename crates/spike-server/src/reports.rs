@@ -302,7 +302,7 @@ pub(crate) async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refusal) = inner.guards.report(addr.ip()) {
+    if let Err(refusal) = inner.guards.report(crate::listen::peer_key(addr.ip())) {
         return *refusal;
     }
     if let Access::Tokens(key) = &inner.config.access {

@@ -7,13 +7,14 @@
 //! sync step 1 therefore always follows the persistence of every update that came before it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use spike_collab::yrs::sync::{Awareness, Message, SyncMessage};
-use spike_collab::yrs::updates::decoder::Decode as _;
-use spike_collab::yrs::{ClientID, Update};
-use spike_collab::{protocol, CollabError, RoomDoc, UpdateLog};
+use spike_collab::yrs::ClientID;
+use spike_collab::{bounds, protocol, CollabError, RoomDoc, UpdateLog};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::limits::{self, LimitKind};
@@ -55,11 +56,64 @@ pub(crate) const READ_ONLY_REASON: &str = "read-only: this link can view the roo
 
 pub(crate) type ConnId = u64;
 
+/// The most awareness client ids one connection may publish (a Yjs client has one per
+/// document; a client that changes its id keeps the old one until it leaves).
+pub(crate) const MAX_AWARENESS_CLIENTS_PER_CONN: usize = 8;
+
 /// What a room sends to a connection's writer.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    Frame(Vec<u8>),
+    /// A binary frame; shared, not copied, between the connections it is broadcast to.
+    Frame(Bytes),
     Close(u16, String),
+}
+
+/// A connection's send queue as the room sees it: bounded in frames by its channel and in
+/// bytes by `queued`, which the room raises when it queues a frame and the connection's writer
+/// lowers once the frame is written to the socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    pub(crate) tx: mpsc::Sender<Outgoing>,
+    pub(crate) queued: Arc<AtomicUsize>,
+}
+
+/// Why [`Outbox::frame`] did not queue a frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// The queue holds its limit of frames or bytes: the client is too slow.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+impl Outbox {
+    pub(crate) fn new(tx: mpsc::Sender<Outgoing>) -> Self {
+        Self {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Queues `frame` unless the queue already holds `max_bytes` or more with it (an empty
+    /// queue takes any frame, so a reply larger than the limit still goes out).
+    fn frame(&self, frame: &Bytes, max_bytes: usize) -> Result<(), Refused> {
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + frame.len() > max_bytes {
+            return Err(Refused::Full);
+        }
+        match self.tx.try_send(Outgoing::Frame(frame.clone())) {
+            Ok(()) => {
+                self.queued.fetch_add(frame.len(), Ordering::AcqRel);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Refused::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Refused::Closed),
+        }
+    }
+
+    fn close(&self, code: u16, reason: String) {
+        let _ = self.tx.try_send(Outgoing::Close(code, reason));
+    }
 }
 
 pub(crate) enum RoomMsg {
@@ -68,7 +122,7 @@ pub(crate) enum RoomMsg {
         template: Option<String>,
         /// A `view` connection: its document updates are dropped.
         read_only: bool,
-        tx: mpsc::Sender<Outgoing>,
+        outbox: Outbox,
         reply: oneshot::Sender<Result<(), String>>,
     },
     Frame {
@@ -97,7 +151,8 @@ pub(crate) struct RoomHandle {
 }
 
 struct Conn {
-    tx: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
+    /// The awareness client ids this connection introduced: the only ones it may publish.
     awareness_clients: HashSet<ClientID>,
     bad: u32,
     read_only: bool,
@@ -111,6 +166,8 @@ struct Room {
     awareness: Awareness,
     log: UpdateLog,
     conns: HashMap<ConnId, Conn>,
+    /// Which connection owns each awareness client id (see [`Conn::awareness_clients`]).
+    awareness_owners: HashMap<ClientID, ConnId>,
     empty_since: Option<Instant>,
 }
 
@@ -127,10 +184,29 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
         .data_dir
         .join("rooms")
         .join(format!("{name}.sqlite3"));
+    // A damaged file is moved aside and what survives of it loads (spike_collab::Recovery).
     let mut log = UpdateLog::open(&path)?;
     log.set_compact_after(inner.config.compact_after);
-    let doc = RoomDoc::new();
-    log.load_into(&doc)?;
+    let mut doc = RoomDoc::new();
+    let recovery = match log.load_into(&doc) {
+        // yrs failed part-way through a bad update: the log was recovered without it, and a
+        // clean document loads what survived.
+        Err(CollabError::CorruptLog { .. }) => {
+            doc = RoomDoc::new();
+            log.load_into(&doc)?
+        }
+        loaded => loaded?,
+    };
+    if let Some(r) = &recovery {
+        tracing::warn!(
+            room = name,
+            moved_to = %r.moved_to.display(),
+            kind = %r.kind,
+            updates_recovered = r.updates_recovered,
+            updates_lost = r.updates_lost,
+            "room file was damaged: loading what survived, the damaged file is kept aside"
+        );
+    }
     let awareness = Awareness::new(doc.doc().clone());
     let (tx, rx) = mpsc::channel(1024);
     let id = inner
@@ -149,6 +225,7 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
         awareness,
         log,
         conns: HashMap::new(),
+        awareness_owners: HashMap::new(),
         empty_since: Some(Instant::now()),
     };
     // Ticks drive the unload grace period and turn the shutdown signal into a message.
@@ -194,14 +271,15 @@ struct Batch {
     /// Raw updates to persist, in arrival order.
     persist: Vec<Vec<u8>>,
     /// Frames for every connection but `from`; `true` marks a document update.
-    broadcast: Vec<(ConnId, Vec<u8>, bool)>,
+    broadcast: Vec<(ConnId, Bytes, bool)>,
     /// When each broadcast document update was received.
     received: Vec<Instant>,
     /// Frames for one connection.
-    replies: Vec<(ConnId, Vec<u8>)>,
+    replies: Vec<(ConnId, Bytes)>,
     /// Connections to close after the sends.
     close: Vec<(ConnId, u16, String)>,
-    /// The document may be damaged (yrs failed mid-update): unload after this batch.
+    /// The document may be damaged (yrs failed mid-update): after this batch is persisted the
+    /// room reloads its document from the log, keeping its connections.
     poisoned: bool,
 }
 
@@ -211,7 +289,7 @@ impl Room {
             let mut batch = Batch::default();
             let mut stop = self.handle(first, &mut batch);
             let mut n = 1;
-            while !stop && n < 512 {
+            while !stop && !batch.poisoned && n < 512 {
                 match rx.try_recv() {
                     Ok(msg) => stop = self.handle(msg, &mut batch),
                     Err(_) => break,
@@ -235,7 +313,7 @@ impl Room {
                 conn,
                 template,
                 read_only,
-                tx,
+                outbox,
                 reply,
             } => {
                 if self.conns.len() >= self.inner.config.limits.max_connections_per_room {
@@ -254,16 +332,18 @@ impl Room {
                 // Sync step 1 first so the client sends what we lack; then who is here.
                 batch
                     .replies
-                    .push((conn, protocol::sync_step1(&self.doc.state_vector())));
+                    .push((conn, protocol::sync_step1(&self.doc.state_vector()).into()));
                 if let Ok(update) = self.awareness.update() {
                     if !update.clients.is_empty() {
-                        batch.replies.push((conn, protocol::awareness(update)));
+                        batch
+                            .replies
+                            .push((conn, protocol::awareness(update).into()));
                     }
                 }
                 self.conns.insert(
                     conn,
                     Conn {
-                        tx,
+                        outbox,
                         awareness_clients: HashSet::new(),
                         bad: 0,
                         read_only,
@@ -288,7 +368,7 @@ impl Room {
                 return true;
             }
         }
-        batch.poisoned
+        false
     }
 
     fn seed(&mut self, template: &str) -> Result<(), CollabError> {
@@ -357,7 +437,7 @@ impl Room {
                 Message::Sync(SyncMessage::SyncStep1(sv)) => {
                     batch
                         .replies
-                        .push((conn, protocol::sync_step2(self.doc.encode_diff(&sv))));
+                        .push((conn, protocol::sync_step2(self.doc.encode_diff(&sv)).into()));
                 }
                 Message::Sync(SyncMessage::SyncStep2(update))
                 | Message::Sync(SyncMessage::Update(update)) => {
@@ -370,24 +450,10 @@ impl Room {
                         return;
                     }
                 }
-                Message::Awareness(update) => {
-                    // `decode_frame` has already refused incomplete updates and states that are
-                    // not JSON, so what is stored and relayed here is safe for stock peers.
-                    let clients: Vec<ClientID> = update.clients.keys().copied().collect();
-                    let relay = protocol::awareness(update.clone());
-                    match self.awareness.apply_update(update) {
-                        Ok(()) => {
-                            if let Some(c) = self.conns.get_mut(&conn) {
-                                c.awareness_clients.extend(clients);
-                            }
-                            batch.broadcast.push((conn, relay, false));
-                        }
-                        Err(e) => self.bad(conn, &format!("awareness: {e}"), batch),
-                    }
-                }
+                Message::Awareness(update) => self.awareness(conn, update, batch),
                 Message::AwarenessQuery => {
                     if let Ok(u) = self.awareness.update() {
-                        batch.replies.push((conn, protocol::awareness(u)));
+                        batch.replies.push((conn, protocol::awareness(u).into()));
                     }
                 }
                 Message::Auth(_) | Message::Custom(..) => {}
@@ -395,11 +461,64 @@ impl Room {
         }
     }
 
+    /// Applies and relays an awareness update. `decode_frame` has already refused incomplete
+    /// updates and states that are not JSON or are too large or deep for stock peers. A
+    /// connection may publish only the client ids it introduced itself (the first connection to
+    /// publish an id owns it until it leaves), and at most [`MAX_AWARENESS_CLIENTS_PER_CONN`]
+    /// of them: an entry under another connection's id would replace that peer's presence in
+    /// every client, the victim's own included. Such an update is refused whole.
+    fn awareness(
+        &mut self,
+        conn: ConnId,
+        update: spike_collab::yrs::sync::AwarenessUpdate,
+        batch: &mut Batch,
+    ) {
+        let Some(owned) = self.conns.get(&conn).map(|c| c.awareness_clients.len()) else {
+            return;
+        };
+        let mut introduced = Vec::new();
+        for client in update.clients.keys() {
+            match self.awareness_owners.get(client) {
+                Some(owner) if *owner == conn => {}
+                Some(_) => {
+                    metrics::counter!("spike_awareness_refused_total", "reason" => "not_owner")
+                        .increment(1);
+                    let reason =
+                        format!("awareness: client id {client} belongs to another connection");
+                    return self.bad(conn, &reason, batch);
+                }
+                None => introduced.push(*client),
+            }
+        }
+        if owned + introduced.len() > MAX_AWARENESS_CLIENTS_PER_CONN {
+            metrics::counter!("spike_awareness_refused_total", "reason" => "too_many_clients")
+                .increment(1);
+            let reason = format!(
+                "awareness: more than {MAX_AWARENESS_CLIENTS_PER_CONN} client ids from one connection"
+            );
+            return self.bad(conn, &reason, batch);
+        }
+        let relay = protocol::awareness(update.clone());
+        match self.awareness.apply_update(update) {
+            Ok(()) => {
+                for client in introduced {
+                    self.awareness_owners.insert(client, conn);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.awareness_clients.insert(client);
+                    }
+                }
+                batch.broadcast.push((conn, relay.into(), false));
+            }
+            Err(e) => self.bad(conn, &format!("awareness: {e}"), batch),
+        }
+    }
+
     /// Drops a document update from a `view` connection. One that carries changes is answered
     /// with permission-denied; an empty one (the sync step 2 every client sends after
-    /// connecting) is dropped silently, since a client may treat the denial as final.
+    /// connecting) is dropped silently, since a client may treat the denial as final. The
+    /// update is only measured ([`bounds::check_update_v1`]), never decoded by yrs.
     fn read_only_write(&mut self, conn: ConnId, update: &[u8], batch: &mut Batch) {
-        let empty = Update::decode_v1(update).is_ok_and(|u| u.is_empty());
+        let empty = bounds::check_update_v1(update).is_ok_and(|shape| shape.is_empty());
         if empty {
             return;
         }
@@ -407,7 +526,7 @@ impl Room {
         metrics::counter!("spike_view_writes_dropped_total").increment(1);
         batch
             .replies
-            .push((conn, protocol::permission_denied(READ_ONLY_REASON)));
+            .push((conn, protocol::permission_denied(READ_ONLY_REASON).into()));
     }
 
     fn update(&mut self, conn: ConnId, update: Vec<u8>, received: Instant, batch: &mut Batch) {
@@ -417,7 +536,7 @@ impl Room {
                 batch.persist.push(update);
                 batch
                     .broadcast
-                    .push((conn, protocol::update(integrated), true));
+                    .push((conn, protocol::update(integrated).into(), true));
                 batch.received.push(received);
             }
             Ok(None) => {
@@ -431,11 +550,11 @@ impl Room {
                     tracing::debug!(room = %self.name, conn, "update brought nothing new (a duplicate, or only empty items)");
                 }
             }
-            Err(CollabError::MalformedUpdate(reason)) => {
-                self.bad(conn, &format!("update: {reason}"), batch);
+            Err(e @ (CollabError::MalformedUpdate(_) | CollabError::UpdateOutOfBounds(_))) => {
+                self.bad(conn, &format!("update: {e}"), batch);
             }
             Err(e) => {
-                tracing::error!(room = %self.name, conn, error = %e, "update failed inside yrs; reloading the room");
+                tracing::error!(room = %self.name, conn, error = %e, "update failed inside yrs; reloading the room's document");
                 batch.close.push((conn, 1007, "update rejected".into()));
                 batch.poisoned = true;
             }
@@ -446,6 +565,9 @@ impl Room {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        for id in &c.awareness_clients {
+            self.awareness_owners.remove(id);
+        }
         let gone: Vec<ClientID> = c
             .awareness_clients
             .into_iter()
@@ -456,7 +578,9 @@ impl Room {
         }
         if !gone.is_empty() {
             if let Ok(u) = self.awareness.update_with_clients(gone) {
-                batch.broadcast.push((conn, protocol::awareness(u), false));
+                batch
+                    .broadcast
+                    .push((conn, protocol::awareness(u).into(), false));
             }
         }
         if self.conns.is_empty() {
@@ -474,10 +598,8 @@ impl Room {
             metrics::histogram!("spike_persist_seconds").record(started.elapsed().as_secs_f64());
             if let Err(e) = appended {
                 tracing::error!(room = %self.name, error = %e, "persisting failed; closing the room");
-                for id in self.conns.keys() {
-                    let _ = self.conns[id]
-                        .tx
-                        .try_send(Outgoing::Close(1011, "storage failure".into()));
+                for c in self.conns.values() {
+                    c.outbox.close(1011, "storage failure".into());
                 }
                 return false;
             }
@@ -503,46 +625,76 @@ impl Room {
         for received in &batch.received {
             fanout.record(received.elapsed().as_secs_f64());
         }
+        let max_bytes = self.inner.config.limits.max_queued_bytes;
         let mut slow = Vec::new();
         for (from, frame, _) in &batch.broadcast {
             for (id, c) in &self.conns {
-                if id != from {
-                    match c.tx.try_send(Outgoing::Frame(frame.clone())) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
+                if id != from && c.outbox.frame(frame, max_bytes) == Err(Refused::Full) {
+                    slow.push(*id);
                 }
             }
         }
         for (to, frame) in batch.replies {
             if let Some(c) = self.conns.get(&to) {
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    c.tx.try_send(Outgoing::Frame(frame))
-                {
+                if c.outbox.frame(&frame, max_bytes) == Err(Refused::Full) {
                     slow.push(to);
                 }
             }
         }
         for (to, code, reason) in batch.close {
             if let Some(c) = self.conns.get(&to) {
-                let _ = c.tx.try_send(Outgoing::Close(code, reason));
+                c.outbox.close(code, reason);
             }
         }
+        slow.sort_unstable();
+        slow.dedup();
         for id in slow {
             if let Some(c) = self.conns.get(&id) {
+                let limits = &self.inner.config.limits;
                 let reason = format!(
-                    "too slow: {} frames waiting to be sent",
-                    self.inner.config.limits.max_queued_frames
+                    "too slow: its send queue reached the limit of {} frames or {} bytes",
+                    limits.max_queued_frames, limits.max_queued_bytes
                 );
-                tracing::warn!(room = %self.name, conn = id, "client too slow; disconnecting");
+                tracing::warn!(room = %self.name, conn = id, queued_bytes = c.outbox.queued.load(Ordering::Relaxed), "client too slow; disconnecting");
                 limits::refused(LimitKind::SlowClient, None, &reason);
                 // The queue is full: dropping the sender ends the writer, which closes the socket.
-                let _ = c.tx.try_send(Outgoing::Close(1013, reason));
+                c.outbox.close(1013, reason);
             }
-            self.conns.remove(&id);
+            // Its presence goes with it, as when it leaves.
+            let mut gone = Batch::default();
+            self.leave(id, &mut gone);
+            for (from, frame, _) in gone.broadcast {
+                for (other, c) in &self.conns {
+                    if *other != from {
+                        let _ = c.outbox.frame(&frame, max_bytes);
+                    }
+                }
+            }
         }
-        !batch.poisoned
+        if batch.poisoned {
+            return self.reload();
+        }
+        true
+    }
+
+    /// Replaces the document with one loaded from the log (every update that was persisted),
+    /// after yrs failed in the middle of applying an update: the connections stay, and so does
+    /// everyone's presence. `false` when the log cannot be read (the room must unload).
+    fn reload(&mut self) -> bool {
+        let doc = RoomDoc::new();
+        if let Err(e) = self.log.load_into(&doc) {
+            tracing::error!(room = %self.name, error = %e, "reloading the document failed; closing the room");
+            return false;
+        }
+        let mut awareness = Awareness::new(doc.doc().clone());
+        if let Ok(states) = self.awareness.update() {
+            let _ = awareness.apply_update(states);
+        }
+        self.doc = doc;
+        self.awareness = awareness;
+        metrics::counter!("spike_room_reloads_total").increment(1);
+        tracing::warn!(room = %self.name, peers = self.conns.len(), "document reloaded from the log");
+        true
     }
 
     fn should_unload(&mut self, rx: &mut mpsc::Receiver<RoomMsg>) -> bool {
@@ -576,7 +728,7 @@ impl Room {
             drop(msg);
         }
         for (_, c) in self.conns.drain() {
-            let _ = c.tx.try_send(Outgoing::Close(1001, "room closed".into()));
+            c.outbox.close(1001, "room closed".into());
         }
         match self.log.compact_with(&self.doc) {
             Ok(c) => {

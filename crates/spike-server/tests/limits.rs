@@ -434,7 +434,7 @@ async fn a_connection_that_never_finishes_its_handshake_is_dropped() -> TestResu
     );
     assert_eq!(refusals("handshake_timeout") - before, 1);
 
-    // A complete request is answered, and the kept-alive connection outlives the deadline.
+    // Complete requests on a kept-alive connection are answered while each head comes in time.
     let mut tcp = tcp_from(ABUSER, server.addr).await?;
     let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut buf = vec![0u8; 4096];
@@ -446,9 +446,30 @@ async fn a_connection_that_never_finishes_its_handshake_is_dropped() -> TestResu
             answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
             "{answer}"
         );
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(refusals("handshake_timeout") - before, 1);
+    // Every later head is timed too: a kept-alive connection left idle past the deadline is
+    // closed (an idle flood cannot hold descriptors), and so is one dribbling its second head.
+    let n = tokio::time::timeout(T, tcp.read(&mut buf))
+        .await?
+        .unwrap_or(0);
+    assert_eq!(n, 0, "an idle kept-alive connection got {:?}", &buf[..n]);
+    let mut dribble = tcp_from(ABUSER, server.addr).await?;
+    dribble.write_all(get).await?;
+    let n = tokio::time::timeout(T, dribble.read(&mut buf)).await??;
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    dribble.write_all(b"GET /healthz HTTP/1.1\r\n").await?;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(T, dribble.read_to_end(&mut out)).await?;
+    assert!(read.is_err() || out.is_empty(), "got an answer: {out:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(refusals("handshake_timeout") - before, 3);
     // The room's clients, whose handshakes finished long ago, were never touched.
     still_converge(&a, &b, "after").await?;
     a.close().await;
