@@ -412,6 +412,29 @@ impl UpdateLog {
         if doc.has_pending() {
             return self.compact();
         }
+        self.snapshot(doc)
+    }
+
+    /// Replaces snapshot and updates with `doc`'s encoded state even when `doc` has updates
+    /// waiting for a missing dependency: those are dropped from the log (a server expires
+    /// updates whose dependency never came; their author still holds them and sends them again
+    /// on its next sync).
+    pub fn compact_discarding_pending(&mut self, doc: &RoomDoc) -> Result<Compaction, CollabError> {
+        self.snapshot(doc)
+    }
+
+    /// Bytes the log stores for its document: the snapshot plus every later update.
+    pub fn stored_bytes(&self) -> Result<u64, CollabError> {
+        let bytes: i64 = self.conn.query_row(
+            "SELECT (SELECT coalesce(sum(length(data)), 0) FROM updates)
+                  + (SELECT coalesce(sum(length(data)), 0) FROM snapshot)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
+    fn snapshot(&mut self, doc: &RoomDoc) -> Result<Compaction, CollabError> {
         let data = doc.encode_state();
         let tx = self
             .conn

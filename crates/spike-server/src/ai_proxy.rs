@@ -15,7 +15,7 @@
 //! The body ([`parse_request`]) is an OpenAI chat request: `model`, `messages` (roles `system`,
 //! `developer`, `user`, `assistant` with `tool_calls`, `tool` with `tool_call_id`; content a
 //! string, `null` or an array of `text` parts), `tools` (`function` tools), `max_completion_tokens`
-//! or `max_tokens` (default [`DEFAULT_MAX_TOKENS`]), `temperature` (0 to 2; exactly 0 makes the
+//! or `max_tokens` (default [`DEFAULT_MAX_TOKENS`], at most [`AiConfig::max_tokens`]), `temperature` (0 to 2; exactly 0 makes the
 //! answer cacheable in `<data>/ai-cache.sqlite`), `stream`, `stream_options.include_usage` and
 //! `n` (1 only). Other fields are ignored. A bad field is `400` naming it (`param`).
 //!
@@ -84,6 +84,9 @@ pub const CACHE_FILE: &str = "ai-cache.sqlite";
 
 /// `max_tokens` when the request names none.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+/// The largest `max_tokens` a caller may ask for unless the server says otherwise
+/// ([`AiConfig::max_tokens`]).
+pub const DEFAULT_MAX_TOKENS_LIMIT: u32 = 16_384;
 
 /// The AI provider behind the proxy, and its quotas and policies.
 #[derive(Clone)]
@@ -107,6 +110,10 @@ pub struct AiConfig {
     pub breaker: BreakerPolicy,
     /// Whether deterministic answers are cached in `<data>/ai-cache.sqlite`. Default: true.
     pub cache: bool,
+    /// The largest `max_tokens` (or `max_completion_tokens`) a caller may ask for: what one
+    /// request can spend. A larger one is refused (400, naming the field). Default
+    /// [`DEFAULT_MAX_TOKENS_LIMIT`].
+    pub max_tokens: u32,
 }
 
 impl AiConfig {
@@ -127,6 +134,7 @@ impl AiConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             cache: true,
+            max_tokens: DEFAULT_MAX_TOKENS_LIMIT,
         }
     }
 }
@@ -151,6 +159,7 @@ pub(crate) struct Proxy {
     router: Router,
     provider: &'static str,
     model: Option<String>,
+    max_tokens: u32,
 }
 
 impl Proxy {
@@ -180,6 +189,7 @@ impl Proxy {
             router,
             provider: config.provider.as_str(),
             model: config.model.clone(),
+            max_tokens: config.max_tokens,
         })
     }
 }
@@ -230,6 +240,30 @@ fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, Bad
         field: field.into(),
         message: message.into(),
     })
+}
+
+/// Refuses a request asking for more than `limit` output tokens; one that named none asks for
+/// [`DEFAULT_MAX_TOKENS`], or `limit` when that is lower.
+///
+/// Errors: [`BadRequest`] on `max_tokens`.
+pub fn within_max_tokens(
+    mut request: ProxyRequest,
+    limit: u32,
+) -> Result<ProxyRequest, BadRequest> {
+    if request.chat.max_tokens > limit {
+        if request.chat.max_tokens == DEFAULT_MAX_TOKENS {
+            request.chat.max_tokens = limit;
+        } else {
+            return bad(
+                "max_tokens",
+                format!(
+                    "{} is over this server's limit of {limit}",
+                    request.chat.max_tokens
+                ),
+            );
+        }
+    }
+    Ok(request)
 }
 
 /// Reads an OpenAI chat request (see the module docs for the fields). `pinned_model`, when
@@ -707,7 +741,9 @@ async fn chat(
             return refused.response();
         }
     };
-    let request = match parse_request(&body, proxy.model.as_deref()) {
+    let request = match parse_request(&body, proxy.model.as_deref())
+        .and_then(|r| within_max_tokens(r, proxy.max_tokens))
+    {
         Ok(r) => r,
         Err(e) => {
             outcome.finish("bad_request");
@@ -1029,6 +1065,30 @@ mod tests {
         assert_eq!(r.chat.max_tokens, DEFAULT_MAX_TOKENS);
         assert_eq!(r.chat.temperature, None);
         assert!(!r.stream && !r.include_usage);
+        Ok(())
+    }
+
+    #[test]
+    fn max_tokens_past_the_limit_are_refused() -> Result<(), BadRequest> {
+        let hi = json!([{"role": "user", "content": "hi"}]);
+        let asked = |n: u64| parse(json!({"model": "m", "messages": hi, "max_tokens": n}));
+        assert_eq!(within_max_tokens(asked(1000)?, 2000)?.chat.max_tokens, 1000);
+        assert_eq!(within_max_tokens(asked(2000)?, 2000)?.chat.max_tokens, 2000);
+        let refused = within_max_tokens(asked(4_000_000_000)?, 2000).err();
+        assert_eq!(
+            refused.map(|e| (e.field, e.message)),
+            Some((
+                "max_tokens".into(),
+                "4000000000 is over this server's limit of 2000".into()
+            ))
+        );
+        // A request that names none gets the default, or the limit when that is lower.
+        let none = parse(json!({"model": "m", "messages": hi}))?;
+        assert_eq!(
+            within_max_tokens(none.clone(), 100_000)?.chat.max_tokens,
+            DEFAULT_MAX_TOKENS
+        );
+        assert_eq!(within_max_tokens(none, 512)?.chat.max_tokens, 512);
         Ok(())
     }
 

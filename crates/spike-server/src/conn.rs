@@ -62,6 +62,8 @@ pub(crate) async fn upgrade(
     if let Err(refusal) = inner.guards.connect(who) {
         return *refusal;
     }
+    // A token for a prefix of rooms (`team-*`) can name rooms that do not exist yet.
+    let mut prefix_token = false;
     let role = match &inner.config.access {
         Access::Open => Role::Edit,
         Access::Tokens(key) => {
@@ -73,6 +75,7 @@ pub(crate) async fn upgrade(
                 Ok(claims) => {
                     tracing::debug!(room, peer = %addr.ip(), role = claims.role.as_str(), name = claims.name.as_deref().unwrap_or(""), "token accepted");
                     who.token = token.map(|t| inner.guards.token_key(t));
+                    prefix_token = claims.room.ends_with('*');
                     claims.role
                 }
                 Err(refusal) => {
@@ -93,6 +96,12 @@ pub(crate) async fn upgrade(
     }
     if *inner.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if let (true, Some(token)) = (prefix_token, who.token) {
+        if let Err(reason) = admit_new_room(&inner, token, &room) {
+            limits::refused(LimitKind::TokenRooms, Some(who.ip), &reason);
+            return (StatusCode::FORBIDDEN, reason).into_response();
+        }
     }
     if who.token.is_some() {
         // Checked apart from the address's rate so that a refused token never spends it.
@@ -151,6 +160,27 @@ pub(crate) async fn upgrade(
             let span = tracing::info_span!(parent: None, "conn", room = %room, conn, peer = %who.ip, role = role.as_str());
             run(inner, room, conn, who, template, role, socket, slot).instrument(span)
         })
+}
+
+/// Counts a room that `token` (a prefix token, by its keyed hash) is about to create, and
+/// refuses it past `Limits::max_rooms_per_token`; rooms that exist cost nothing.
+fn admit_new_room(inner: &Inner, token: u64, room: &str) -> Result<(), String> {
+    if room::exists(inner, room) {
+        return Ok(());
+    }
+    let max = inner.config.limits.max_rooms_per_token;
+    let mut created = inner.room_creations();
+    let rooms = created.entry(token).or_default();
+    if rooms.contains(room) {
+        return Ok(());
+    }
+    if rooms.len() >= max {
+        return Err(format!(
+            "this token has created its limit of {max} rooms; open an existing one"
+        ));
+    }
+    rooms.insert(room.to_owned());
+    Ok(())
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -234,6 +234,21 @@ pub struct Limits {
     /// answer), or it is dropped. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Bytes a room may store (its log: snapshot and later updates; deleted text stays in
+    /// it). Past this, updates to the room are refused with a permission-denied message naming
+    /// the quota, and their authors keep them. Default 128 MiB.
+    pub max_room_bytes: u64,
+    /// Bytes of updates one room keeps waiting for a missing dependency. Past this, further
+    /// such updates are refused (their authors send them again when they resync). Default
+    /// 4 MiB.
+    pub max_pending_bytes: usize,
+    /// How long updates may wait for a missing dependency before the room drops them from its
+    /// document and log. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub pending_ttl: Duration,
+    /// Rooms one token whose room is a prefix (`team-*`) may create. Counted per server
+    /// process. Default 100.
+    pub max_rooms_per_token: usize,
     /// Open TCP connections, HTTP and WebSocket together. `None`: the open-file limit (raised
     /// to its hard limit at start) less [`listen::FD_HEADROOM`]. A quarter is kept for
     /// WebSockets: plain HTTP connections get at most the other three quarters.
@@ -266,6 +281,10 @@ impl Default for Limits {
             token_byte_rate: Some(Rate::new(16 << 20, 32 << 20)),
             max_body_bytes: 32 << 20,
             handshake_timeout: Duration::from_secs(10),
+            max_room_bytes: 128 << 20,
+            max_pending_bytes: 4 << 20,
+            pending_ttl: Duration::from_secs(600),
+            max_rooms_per_token: 100,
             max_connections: None,
             max_http_connections_per_peer: None,
             report_rate: Some(Rate::new(2, 60)),
@@ -338,11 +357,22 @@ pub(crate) struct Inner {
     pub(crate) guards: limits::Guards,
     pub(crate) reports: reports::Store,
     pub(crate) ai: Option<ai_proxy::Proxy>,
+    /// Rooms each prefix token created (by the token's keyed hash), for
+    /// [`Limits::max_rooms_per_token`].
+    pub(crate) room_creations: Mutex<HashMap<u64, std::collections::HashSet<String>>>,
 }
 
 impl Inner {
     pub(crate) fn rooms(&self) -> MutexGuard<'_, HashMap<String, room::RoomHandle>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn room_creations(
+        &self,
+    ) -> MutexGuard<'_, HashMap<u64, std::collections::HashSet<String>>> {
+        self.room_creations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn peers(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
@@ -385,6 +415,7 @@ impl Server {
                 config,
                 rooms: Mutex::default(),
                 peers: Mutex::default(),
+                room_creations: Mutex::default(),
                 next_conn: 1.into(),
                 shutdown: watch::channel(false).0,
                 live_rooms: watch::channel(0).0,

@@ -83,6 +83,13 @@ pub enum LimitKind {
     Connections,
     /// A TCP connection over `max_http_connections_per_peer` (closed at once).
     PeerHttpConnections,
+    /// An update to a room over `max_room_bytes` (permission denied, the connection stays).
+    RoomSize,
+    /// An update that would take a room's updates waiting for a missing dependency over
+    /// `max_pending_bytes` (dropped, the connection stays).
+    PendingUpdates,
+    /// A prefix token (`team-*`) creating more than `max_rooms_per_token` rooms (HTTP 429).
+    TokenRooms,
     /// A connection that sent nothing for too long (`idle_timeout`, close 1000).
     IdleTimeout,
     /// Too many malformed messages on one connection (`bad_messages`, close 1007).
@@ -111,6 +118,9 @@ impl LimitKind {
             LimitKind::HandshakeTimeout => "handshake_timeout",
             LimitKind::Connections => "connections",
             LimitKind::PeerHttpConnections => "http_connections_per_peer",
+            LimitKind::RoomSize => "room_size",
+            LimitKind::PendingUpdates => "pending_updates",
+            LimitKind::TokenRooms => "token_rooms",
             LimitKind::IdleTimeout => "idle_timeout",
             LimitKind::BadMessages => "bad_messages",
             LimitKind::SlowClient => "slow_client",

@@ -168,7 +168,63 @@ struct Room {
     conns: HashMap<ConnId, Conn>,
     /// Which connection owns each awareness client id (see [`Conn::awareness_clients`]).
     awareness_owners: HashMap<ClientID, ConnId>,
+    /// What the log stores, bytes (checked against `Limits::max_room_bytes`).
+    stored_bytes: u64,
+    pending: Pending,
     empty_since: Option<Instant>,
+}
+
+/// The name of room `room`'s file in `<data>/rooms`. Room names are case-sensitive, but the
+/// file systems of macOS and Windows are not: `Team` and `team` would share one file. So each
+/// capital letter `X` is written `^x` (`^` is not allowed in room names): `Team` is
+/// `^team.sqlite3`, `team` is `team.sqlite3`.
+pub(crate) fn room_file_name(room: &str) -> String {
+    let mut name = String::with_capacity(room.len() + 8);
+    for c in room.chars() {
+        if c.is_ascii_uppercase() {
+            name.push('^');
+            name.push(c.to_ascii_lowercase());
+        } else {
+            name.push(c);
+        }
+    }
+    name.push_str(".sqlite3");
+    name
+}
+
+/// The path of room `name`'s file. A file written by an earlier server under the plain name
+/// (`Team.sqlite3`) is renamed to the case-safe one first, with its WAL.
+fn room_file(data_dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf, CollabError> {
+    let dir = data_dir.join("rooms");
+    let path = dir.join(room_file_name(name));
+    let legacy = dir.join(format!("{name}.sqlite3"));
+    if path != legacy && !path.exists() && legacy.exists() {
+        for suffix in ["", "-wal", "-shm"] {
+            let from = std::path::PathBuf::from(format!("{}{suffix}", legacy.display()));
+            let to = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if from.exists() {
+                std::fs::rename(&from, &to)
+                    .map_err(|source| CollabError::LogFile { path: from, source })?;
+            }
+        }
+        tracing::info!(room = name, file = %path.display(), "renamed the room's file to its case-safe name");
+    }
+    Ok(path)
+}
+
+/// Whether room `name` has a file (or is loaded): joining it does not create a room.
+pub(crate) fn exists(inner: &Inner, name: &str) -> bool {
+    inner.rooms().contains_key(name) || {
+        let dir = inner.config.data_dir.join("rooms");
+        dir.join(room_file_name(name)).exists() || dir.join(format!("{name}.sqlite3")).exists()
+    }
+}
+
+/// Updates of a room waiting for a missing dependency: how many bytes, since when.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: usize,
+    since: Option<Instant>,
 }
 
 /// Returns the handle of room `name`, starting its actor (which loads the log) if needed.
@@ -179,11 +235,7 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
             return Ok(h.clone());
         }
     }
-    let path = inner
-        .config
-        .data_dir
-        .join("rooms")
-        .join(format!("{name}.sqlite3"));
+    let path = room_file(&inner.config.data_dir, name)?;
     // A damaged file is moved aside and what survives of it loads (spike_collab::Recovery).
     let mut log = UpdateLog::open(&path)?;
     log.set_compact_after(inner.config.compact_after);
@@ -207,6 +259,8 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
             "room file was damaged: loading what survived, the damaged file is kept aside"
         );
     }
+    let stored_bytes = log.stored_bytes()?;
+    let has_pending = doc.has_pending();
     let awareness = Awareness::new(doc.doc().clone());
     let (tx, rx) = mpsc::channel(1024);
     let id = inner
@@ -226,6 +280,11 @@ pub(crate) fn handle(inner: &Arc<Inner>, name: &str) -> Result<RoomHandle, Colla
         log,
         conns: HashMap::new(),
         awareness_owners: HashMap::new(),
+        stored_bytes,
+        pending: Pending {
+            bytes: 0,
+            since: has_pending.then(Instant::now),
+        },
         empty_since: Some(Instant::now()),
     };
     // Ticks drive the unload grace period and turn the shutdown signal into a message.
@@ -281,6 +340,9 @@ struct Batch {
     /// The document may be damaged (yrs failed mid-update): after this batch is persisted the
     /// room reloads its document from the log, keeping its connections.
     poisoned: bool,
+    /// The document holds something the log does not keep (a refused pending update): reload
+    /// it from the log after this batch.
+    reload: bool,
 }
 
 impl Room {
@@ -360,7 +422,7 @@ impl Room {
             } => self.frame(conn, &data, received, batch),
             RoomMsg::Bad { conn, reason } => self.bad(conn, &reason, batch),
             RoomMsg::Leave { conn } => self.leave(conn, batch),
-            RoomMsg::Tick => {}
+            RoomMsg::Tick => self.expire_pending(batch),
             RoomMsg::Shutdown => {
                 for id in self.conns.keys() {
                     batch.close.push((*id, 1001, "server shutting down".into()));
@@ -530,24 +592,51 @@ impl Room {
     }
 
     fn update(&mut self, conn: ConnId, update: Vec<u8>, received: Instant, batch: &mut Batch) {
+        let quota = self.inner.config.limits.max_room_bytes;
+        if self.stored_bytes + update.len() as u64 > quota {
+            // Honest clients reach this too: not a strike. The author keeps its update.
+            let reason = format!("the room is over its size quota of {quota} bytes");
+            tracing::warn!(room = %self.name, conn, stored = self.stored_bytes, bytes = update.len(), "refused an update: {reason}");
+            limits::refused(LimitKind::RoomSize, None, &reason);
+            batch
+                .replies
+                .push((conn, protocol::permission_denied(&reason).into()));
+            return;
+        }
+        let max_pending = self.inner.config.limits.max_pending_bytes;
         match self.doc.apply_update(&update) {
             Ok(Some(integrated)) => {
                 metrics::counter!("spike_updates_in_total").increment(1);
+                self.stored_bytes += update.len() as u64;
                 batch.persist.push(update);
                 batch
                     .broadcast
                     .push((conn, protocol::update(integrated).into(), true));
                 batch.received.push(received);
+                if !self.doc.has_pending() {
+                    self.pending = Pending::default();
+                }
             }
             Ok(None) => {
-                if self.doc.has_pending() {
+                if !self.doc.has_pending() {
+                    tracing::debug!(room = %self.name, conn, "update brought nothing new (a duplicate, or only empty items)");
+                } else if self.pending.bytes + update.len() > max_pending {
+                    // Not kept: the document drops it when it reloads after this batch.
+                    let reason = format!(
+                        "more than {max_pending} bytes of updates wait for a missing dependency"
+                    );
+                    tracing::warn!(room = %self.name, conn, "refused an update: {reason}");
+                    limits::refused(LimitKind::PendingUpdates, None, &reason);
+                    batch.reload = true;
+                } else {
                     // Kept (the log is lossless), not broadcast: it joins the document when its
-                    // dependency arrives.
+                    // dependency arrives, or is dropped after `pending_ttl`.
                     tracing::warn!(room = %self.name, conn, "update waits for a missing dependency");
                     metrics::counter!("spike_updates_in_total").increment(1);
+                    self.pending.bytes += update.len();
+                    self.pending.since.get_or_insert_with(Instant::now);
+                    self.stored_bytes += update.len() as u64;
                     batch.persist.push(update);
-                } else {
-                    tracing::debug!(room = %self.name, conn, "update brought nothing new (a duplicate, or only empty items)");
                 }
             }
             Err(e @ (CollabError::MalformedUpdate(_) | CollabError::UpdateOutOfBounds(_))) => {
@@ -557,6 +646,32 @@ impl Room {
                 tracing::error!(room = %self.name, conn, error = %e, "update failed inside yrs; reloading the room's document");
                 batch.close.push((conn, 1007, "update rejected".into()));
                 batch.poisoned = true;
+            }
+        }
+    }
+
+    /// Drops updates that have waited for a missing dependency longer than `pending_ttl`, from
+    /// the log and the document (after this batch), with a warning and a count.
+    fn expire_pending(&mut self, batch: &mut Batch) {
+        let ttl = self.inner.config.limits.pending_ttl;
+        if !self
+            .pending
+            .since
+            .is_some_and(|since| since.elapsed() >= ttl)
+            || !self.doc.has_pending()
+        {
+            return;
+        }
+        match self.log.compact_discarding_pending(&self.doc) {
+            Ok(c) => {
+                tracing::warn!(room = %self.name, bytes = self.pending.bytes, "dropped updates that waited for a missing dependency for over {} s", ttl.as_secs());
+                metrics::counter!("spike_pending_expired_total").increment(1);
+                self.stored_bytes = c.snapshot_bytes as u64;
+                self.pending = Pending::default();
+                batch.reload = true;
+            }
+            Err(e) => {
+                tracing::warn!(room = %self.name, error = %e, "dropping expired pending updates failed")
             }
         }
     }
@@ -605,6 +720,7 @@ impl Room {
             }
             match self.log.compact_if_due(&self.doc) {
                 Ok(Some(c)) => {
+                    self.stored_bytes = self.log.stored_bytes().unwrap_or(self.stored_bytes);
                     tracing::debug!(room = %self.name, merged = c.merged, bytes = c.snapshot_bytes, "compacted")
                 }
                 Ok(None) => {}
@@ -671,7 +787,7 @@ impl Room {
                 }
             }
         }
-        if batch.poisoned {
+        if batch.poisoned || batch.reload {
             return self.reload();
         }
         true
