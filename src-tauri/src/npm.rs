@@ -1,9 +1,14 @@
 //! npm packages in the preview: spike-preview's [`NpmFetcher`] over the tiered store. A CDN
 //! module is looked up in memory, then in the SQLite cache under the app's data folder, then on
 //! the room server's blob/KV API (so a team shares one cache), and only then fetched from the
-//! ESM CDN, after which every tier keeps it: what was fetched once works offline and across
+//! ESM CDN, after which the local tiers keep it: what was fetched once works offline and across
 //! restarts. An expired copy is revalidated when the CDN is reachable and served as it is when
 //! not (stale-if-error).
+//!
+//! The room server's tier is read, never written ([`Store::with_read_only_authority`]): its
+//! `npm` namespace is shared by every room, so only the server writes it, filling it itself
+//! from the CDNs it allows (`spike serve --npm-cdn`). A module it does not have (another CDN)
+//! is a miss there, fetched here and kept locally.
 
 use std::sync::Arc;
 
@@ -53,17 +58,27 @@ impl NpmCache {
         token: Option<String>,
     ) -> CdnFetcher {
         let mut tiers: Vec<Arc<dyn Tier>> = vec![self.memory.clone(), self.sqlite.clone()];
+        let mut remote = false;
         if let Ok(base) = spike_collab::http_base(room_server) {
             let mut config = RemoteConfig::new(base.as_str());
             config.token = token;
             match RemoteTier::new(config) {
-                Ok(remote) => tiers.push(Arc::new(remote)),
+                Ok(tier) => {
+                    tiers.push(Arc::new(tier));
+                    remote = true;
+                }
                 Err(e) => tracing::warn!("the room server's store is not used: {e}"),
             }
         }
+        let store = Store::new(tiers);
         CdnFetcher {
             cdn: cdn.trim_end_matches('/').to_owned(),
-            store: Store::new(tiers),
+            // Only the server writes its shared `npm` namespace (see the module docs).
+            store: if remote {
+                store.with_read_only_authority()
+            } else {
+                store
+            },
             origin: self.origin.clone(),
         }
     }

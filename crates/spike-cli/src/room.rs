@@ -28,8 +28,9 @@ enum Command {
 struct TokenArgs {
     /// The room's name, or a prefix ending in `*` (`team-*`) for every room that starts with it.
     room: String,
-    /// `edit` (read and write) or `view` (watch; the server drops its writes).
-    #[arg(long, value_parser = ["edit", "view"])]
+    /// `edit` (read and write), `view` (watch; the server drops its writes) or `admin` (with
+    /// room `*`: also writes the server's shared store, such as the npm cache).
+    #[arg(long, value_parser = ["edit", "view", "admin"])]
     role: String,
     /// How long the token is valid: `7d`, `12h`, `30m`, `1w 2d`…
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]

@@ -147,7 +147,7 @@ fn usage_errors_say_what_is_wrong() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("short"), "tiny").expect("write");
     let cases: &[(&[&str], &str)] = &[
-        (&["room", "token", "r", "--role", "admin"], "admin"),
+        (&["room", "token", "r", "--role", "owner"], "owner"),
         (
             &["room", "token", "r", "--role", "view", "--ttl", "soon"],
             "soon",

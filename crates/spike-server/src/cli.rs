@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// MinIO). Default: `<data>/objects`.
     #[arg(long, value_name = "URL")]
     pub object_store: Option<String>,
+    /// A CDN the server fills its shared npm cache from (`GET /v1/kv/npm/<host>/<path>` fetches
+    /// `https://<host>/<path>` on a miss only for these): `https://host[:port]`, `http://` on
+    /// loopback only. Repeat for several; `--npm-cdn ''` alone fills nothing.
+    #[arg(long, value_name = "URL", default_value = crate::store_api::DEFAULT_NPM_CDN, value_parser = npm_cdn)]
+    pub npm_cdn: Vec<Option<crate::store_api::NpmCdn>>,
     /// Log format on stderr: `text` (for people) or `json` (one object a line, for collectors).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -81,6 +86,13 @@ pub struct ServeArgs {
     /// AI requests each caller may make a minute (bursts of as many).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub ai_rate_per_minute: u32,
+    /// The largest max_tokens one AI request may ask for.
+    #[arg(long, value_name = "N", default_value_t = crate::ai_proxy::DEFAULT_MAX_TOKENS_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ai_max_tokens: u32,
+}
+
+fn npm_cdn(s: &str) -> Result<Option<crate::store_api::NpmCdn>, String> {
+    (!s.trim().is_empty()).then(|| s.parse()).transpose()
 }
 
 fn ai_provider(s: &str) -> Result<spike_ai::ProviderKind, String> {
@@ -169,6 +181,7 @@ impl ServeArgs {
         config.access = access;
         config.check_listen(self.listen)?;
         config.unload_grace = Duration::from_secs(self.unload_after);
+        config.store.npm_cdns = self.npm_cdn.iter().flatten().cloned().collect();
         if let Some(path) = &self.limits {
             config.limits = limits_from_file(path)?;
         }
@@ -210,6 +223,7 @@ impl ServeArgs {
         let per_minute =
             std::num::NonZeroU32::new(self.ai_rate_per_minute).unwrap_or(std::num::NonZeroU32::MIN);
         ai.limits.per_caller = Some(spike_ai::Quota::per_minute(per_minute));
+        ai.max_tokens = self.ai_max_tokens;
         Some(ai)
     }
 }

@@ -11,6 +11,11 @@
 //! with [`StoreError::Unavailable`], with no request and no retry. Answers that show the server
 //! is up (2xx, 304, 4xx but 429) count as successes.
 //!
+//! Blobs are checked on read: a blob's body (from `get`, or a changed one from `revalidate`)
+//! whose BLAKE3 hash is not the one asked for is [`StoreError::HashMismatch`] (the server, or
+//! something between, answered other bytes), never an entry; it is logged and counted as
+//! `spike_store_errors_total{tier="remote",kind="hash_mismatch"}`.
+//!
 //! Metrics (`metrics` facade): hits, misses, bytes and latency are recorded by
 //! [`crate::Metered`], which a [`crate::Store`] wraps every tier in (wrap a `RemoteTier` used
 //! alone yourself). This tier adds `spike_store_errors_total{tier="remote",kind}`,
@@ -237,6 +242,15 @@ fn limit_of(text: &str) -> u64 {
 fn quoted(etag: &ETag) -> Result<HeaderValue, StoreError> {
     HeaderValue::from_str(&etag.to_header())
         .map_err(|_| StoreError::backend(NAME, format!("ETag {etag} is not a header value")))
+}
+
+/// Checks that a blob read from the server is the blob asked for (see the module docs).
+fn verified(key: &Key, body: &[u8]) -> Result<(), StoreError> {
+    check_blob(key, body).inspect_err(|e| {
+        tracing::warn!(%key, error = %e, "the server answered a blob with other bytes");
+        metrics::counter!("spike_store_errors_total", "tier" => NAME, "kind" => "hash_mismatch")
+            .increment(1);
+    })
 }
 
 /// The answer of one attempt: status, headers, body.
@@ -514,6 +528,7 @@ impl Tier for RemoteTier {
             .await?;
         match answer.status {
             StatusCode::OK => {
+                verified(key, &answer.body)?;
                 let meta = meta_of(&answer.headers, Some(answer.body.len() as u64))?;
                 Ok(Some(Entry {
                     meta,
@@ -702,6 +717,7 @@ impl Tier for RemoteTier {
                 Ok(Revalidated::NotModified(meta_of(&answer.headers, None)?))
             }
             StatusCode::OK => {
+                verified(key, &answer.body)?;
                 let meta = meta_of(&answer.headers, Some(answer.body.len() as u64))?;
                 Ok(Revalidated::Modified(Entry {
                     meta,

@@ -52,10 +52,18 @@ type StoreTier = Metered<Arc<dyn Tier>>;
 /// - Fills use conditions (`IfAbsent` where a tier had nothing, `IfMatch` of the expired copy
 ///   it had), so a read filling a cache cannot overwrite a newer value written meanwhile.
 ///
+/// - A store made [`Store::with_read_only_authority`] reads its slowest tier as above but never
+///   writes it: writes go through the other tiers (the slowest of them checks conditions), and
+///   what [`Store::get_or_fetch`] fetches is kept in them only. For a source that fills itself
+///   and takes no writes from this client (the desktop's view of the room server's shared
+///   `npm` namespace).
+///
 /// Every tier is wrapped in [`Metered`], so hits, misses, bytes and latency are recorded per
 /// tier. A store is itself a [`Tier`] (named `store`), so stores nest.
 pub struct Store {
     tiers: Vec<StoreTier>,
+    /// Whether the slowest tier is only read ([`Store::with_read_only_authority`]).
+    read_only_authority: bool,
     /// One gate per key being fetched from an origin by [`Store::get_or_fetch`], so concurrent
     /// misses on one key fetch once (the others wait, then read what it stored).
     fetching: std::sync::Mutex<HashMap<Key, Weak<tokio::sync::Mutex<()>>>>,
@@ -80,7 +88,26 @@ impl Store {
     pub fn new(tiers: impl IntoIterator<Item = Arc<dyn Tier>>) -> Self {
         Self {
             tiers: tiers.into_iter().map(Metered::new).collect(),
+            read_only_authority: false,
             fetching: std::sync::Mutex::default(),
+        }
+    }
+
+    /// This store with its slowest tier read but never written (see [`Store`]): reads go
+    /// through it and a miss there is still the answer, while [`Store::put`] and
+    /// [`Store::delete`] take the slowest of the *other* tiers as the authority of writes, and
+    /// [`Store::get_or_fetch`] keeps what it fetched in the other tiers only. With no other
+    /// tier, writes fail with [`StoreError::Forbidden`].
+    pub fn with_read_only_authority(mut self) -> Self {
+        self.read_only_authority = true;
+        self
+    }
+
+    /// The tiers writes go to, fastest first.
+    fn writable(&self) -> &[StoreTier] {
+        match (self.read_only_authority, self.tiers.split_last()) {
+            (true, Some((_, others))) => others,
+            _ => &self.tiers,
         }
     }
 
@@ -249,8 +276,27 @@ impl Store {
         }
     }
 
-    /// Writes `body` under `key` through every tier, slowest (the authority, which checks
-    /// `options.condition`) first; returns the authority's metadata.
+    /// The authority of writes and the faster tiers: the slowest writable tier.
+    fn write_authority(&self) -> Result<(&StoreTier, &[StoreTier]), StoreError> {
+        if self.read_only_authority {
+            if let [only] = self.tiers.as_slice() {
+                return Err(StoreError::Forbidden {
+                    tier: "store",
+                    reason: format!("the store's only tier ({}) is read-only", only.name()),
+                });
+            }
+        }
+        let writable = self.writable();
+        writable
+            .split_last()
+            .ok_or_else(|| StoreError::Unavailable {
+                tier: "store",
+                reason: "the store has no tiers".to_owned(),
+            })
+    }
+
+    /// Writes `body` under `key` through every writable tier, slowest (the authority, which
+    /// checks `options.condition`) first; returns the authority's metadata.
     ///
     /// Errors: the authority's (precondition, hash mismatch, size, unavailable). A faster tier
     /// that fails is logged and has the key deleted, never an error: the write happened.
@@ -260,7 +306,7 @@ impl Store {
         body: Bytes,
         options: PutOptions,
     ) -> Result<Meta, StoreError> {
-        let (authority, caches) = self.authority()?;
+        let (authority, caches) = self.write_authority()?;
         let meta = authority.put(key, body.clone(), options.clone()).await?;
         let cache_options = PutOptions {
             content_type: options.content_type,
@@ -278,12 +324,12 @@ impl Store {
         Ok(meta)
     }
 
-    /// Deletes `key` from every tier if `condition` holds at the authority (checked there,
-    /// slowest first); whether the authority had it.
+    /// Deletes `key` from every writable tier if `condition` holds at the authority of writes
+    /// (checked there, slowest first); whether that authority had it.
     ///
     /// Errors: the authority's. A faster tier that fails is logged.
     pub async fn delete(&self, key: &Key, condition: Condition) -> Result<bool, StoreError> {
-        let (authority, caches) = self.authority()?;
+        let (authority, caches) = self.write_authority()?;
         let deleted = authority.delete(key, condition).await?;
         for tier in caches.iter().rev() {
             if let Err(e) = tier.delete(key, Condition::None).await {
@@ -302,7 +348,7 @@ impl Store {
 
     /// [`Store::get`], and on a miss everywhere (or an expired entry, or a miss while the
     /// authority is unavailable) calls `fetch` for the bytes from an origin (the preview's ESM
-    /// CDN), stores them in every tier that will take them, and returns them fresh.
+    /// CDN), stores them in every writable tier that will take them, and returns them fresh.
     ///
     /// Concurrent calls for one key fetch once (single flight): the first to miss fetches while
     /// the others wait, then read what it stored. If that fetch failed, the next waiter tries
@@ -365,7 +411,7 @@ impl Store {
             condition: Condition::None,
         };
         let meta = Meta::for_body(&fetched.body, &options);
-        for tier in self.tiers.iter().rev() {
+        for tier in self.writable().iter().rev() {
             if let Err(e) = tier.put(key, fetched.body.clone(), options.clone()).await {
                 tracing::warn!(tier = tier.name(), %key, error = %e, "store: could not keep a fetched entry");
             }
