@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
         Some("check-swc") => check_swc(&root),
         Some("setup") => setup(&root),
         Some("fuzz-rooms") => fuzz_rooms(&root, &args[1..]),
+        Some("fuzz-decoder") => fuzz_decoder(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -37,6 +38,8 @@ fn main() -> anyhow::Result<()> {
                  example    write the example project to target/spike-example with the CLI\n  \
                  bench      release-build benchmarks: engine vs esbuild, @swc/core, Prettier; rooms; app latency\n  \
                  check-swc  fail if the build holds two versions of any swc crate\n  \
+                 fuzz-rooms    randomized multi-client room sessions over many seeds [SEEDS] [FIRST]\n  \
+                 fuzz-decoder  coverage-guided fuzzing of the decoding boundary (libFuzzer) [RUNS] [SEED]\n  \
                  setup      only install what the tests need"
             );
             std::process::exit(2);
@@ -142,6 +145,7 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     sh(cargo()
         .args(["test", "--workspace", "--doc"])
         .current_dir(root))?;
+    fuzz_decoder(root, &[])?;
     e2e(root, &[])?;
     if cfg!(target_os = "linux") {
         // Reuses the debug build cache: only tauri and the app rebuild with custom-protocol.
@@ -590,6 +594,54 @@ fn check_swc(root: &Path) -> anyhow::Result<()> {
     }
     eprintln!("check-swc: {} swc crates, one version each", versions.len());
     Ok(())
+}
+
+/// The flags cargo-fuzz gives rustc for libFuzzer's coverage feedback, less the address
+/// sanitizer (which needs a nightly compiler): edge counters, the PC table and comparison
+/// tracing, and `cfg(fuzzing)`.
+const FUZZ_RUSTFLAGS: &str = "-Cpasses=sancov-module \
+    -Cllvm-args=-sanitizer-coverage-level=4 \
+    -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+    -Cllvm-args=-sanitizer-coverage-pc-table \
+    -Cllvm-args=-sanitizer-coverage-trace-compares \
+    --cfg fuzzing";
+
+/// `cargo xtask fuzz-decoder [RUNS] [SEED]`: the coverage-guided fuzz target of the decoding
+/// boundary (`fuzz/fuzz_targets/decode_frame.rs`: frames and updates as a room decodes and
+/// applies them), libFuzzer through libfuzzer-sys on the stable compiler. Builds it in
+/// `target/fuzz` for the host triple (so that the coverage flags reach the target's code and
+/// not build scripts), seeds a fresh corpus with real frames, and runs RUNS inputs (default
+/// 1,000,000, about half a minute here; CI runs the default) from SEED (default 1). A crash,
+/// a leak of the 2 GiB RSS limit, a single allocation over it or an input taking over 10 s
+/// fails it, with the input written to `target/fuzz/crashes/`.
+fn fuzz_decoder(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    let runs = extra.first().map_or("1000000", String::as_str);
+    let seed = extra.get(1).map_or("1", String::as_str);
+    let rustc = Command::new("rustc").arg("-vV").output()?;
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV names no host")?;
+    let dir = root.join("target/fuzz");
+    let flags: Vec<&str> = FUZZ_RUSTFLAGS.split_whitespace().collect();
+    sh(cargo()
+        .args(["build", "--release", "--locked", "--bin", "decode_frame", "--target"])
+        .arg(&host)
+        .env("CARGO_TARGET_DIR", &dir)
+        .env("RUSTFLAGS", flags.join(" "))
+        .current_dir(root.join("fuzz")))?;
+    let corpus = dir.join("corpus");
+    let crashes = dir.join("crashes");
+    let _ = std::fs::remove_dir_all(&corpus);
+    std::fs::create_dir_all(&corpus)?;
+    std::fs::create_dir_all(&crashes)?;
+    sh(Command::new(dir.join(&host).join("release/decode_frame"))
+        .arg(format!("-runs={runs}"))
+        .arg(format!("-seed={seed}"))
+        .args(["-rss_limit_mb=2048", "-max_len=65536", "-timeout=10", "-print_final_stats=1"])
+        .arg(format!("-artifact_prefix={}/", crashes.display()))
+        .arg(&corpus)
+        .env("SPIKE_FUZZ_SEEDS", &corpus))
 }
 
 /// `cargo xtask fuzz-rooms [SEEDS] [FIRST_SEED]`: the randomized multi-client room sessions of

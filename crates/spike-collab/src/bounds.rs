@@ -13,6 +13,8 @@
 //! - clocks and clock ranges reaching past [`MAX_CLOCK`] (2³¹ − 1), which panic or wrap inside
 //!   yrs ([`BoundsErrorKind::ClockOverflow`]);
 //! - client ids over 53 bits, which Yjs peers cannot represent ([`BoundsErrorKind::ClientId`]);
+//! - a client with two sections of structs, whose clocks then run backwards inside yrs
+//!   ([`BoundsErrorKind::RepeatedClient`], found by the fuzz target);
 //! - unknown struct, content, type or value tags, empty blocks and cut-short bytes.
 //!
 //! The format is lib0's v1 update encoding as yrs 0.28 reads it (`Update::decode`,
@@ -92,6 +94,9 @@ pub enum BoundsErrorKind {
     /// A client id over 53 bits.
     #[error("client id {0} is out of range (more than 53 bits)")]
     ClientId(u64),
+    /// A second section of structs for the same client.
+    #[error("client {0} has more than one section of structs")]
+    RepeatedClient(u64),
     /// A tag this encoding does not define (or yrs does not decode).
     #[error("unknown {what} tag {tag}")]
     UnknownTag {
@@ -109,10 +114,13 @@ pub enum BoundsErrorKind {
 }
 
 /// What a checked update holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpdateShape {
     /// Client blocks.
     pub clients: u32,
+    /// Each client's section of structs: `(client, first clock, clock after the last)`, in the
+    /// update's order.
+    pub sections: Vec<(u64, u32, u32)>,
     /// Structs over every client block.
     pub structs: u64,
     /// Deleted ranges.
@@ -138,12 +146,21 @@ pub fn check_update_v1(update: &[u8]) -> Result<UpdateShape, BoundsError> {
     // Each client block takes at least 3 bytes: struct count, client, clock.
     let clients = r.count32("client count", 3)?;
     shape.clients = clients;
+    // Grown as sections are read, never reserved from the declared count.
+    let mut seen = std::collections::HashSet::new();
     for _ in 0..clients {
         // Each struct takes at least 2 bytes: its info byte and a length or content.
         let structs = r.count32("struct count", 2)?;
+        let at = r.at();
         let client = r.client()?;
+        // yrs appends a repeated section to the first: clocks then go backwards, which its
+        // block store does not expect (it panics mid-transaction). Yjs writes one per client.
+        if !seen.insert(client) {
+            return Err(r.error_at(at, BoundsErrorKind::RepeatedClient(client)));
+        }
         let start = r.at();
-        let mut clock = u64::from(r.var::<u32>("clock")?);
+        let first: u32 = r.var("clock")?;
+        let mut clock = u64::from(first);
         for _ in 0..structs {
             let len = r.block()?;
             if clock + len > u64::from(MAX_CLOCK) {
@@ -153,6 +170,10 @@ pub fn check_update_v1(update: &[u8]) -> Result<UpdateShape, BoundsError> {
             }
             clock += len;
         }
+        // Below MAX_CLOCK, checked above.
+        shape
+            .sections
+            .push((client, first, u32::try_from(clock).unwrap_or(MAX_CLOCK)));
         shape.structs += u64::from(structs);
     }
     // The delete set: client count, then per client its id and ranges of (clock, length).
@@ -169,14 +190,15 @@ pub fn check_update_v1(update: &[u8]) -> Result<UpdateShape, BoundsError> {
 }
 
 /// Checks a lib0 v1 state vector (the payload of sync step 1: varuint count, then per client
-/// varuint id and varuint clock): the count must fit in the bytes, every entry must be complete.
+/// varuint id and varuint clock): the count must fit in the bytes, every entry must be complete,
+/// and client ids must be within 53 bits (yrs asserts it).
 ///
 /// Errors: [`BoundsError`].
 pub fn check_state_vector_v1(sv: &[u8]) -> Result<(), BoundsError> {
     let mut r = Reader::new(sv);
     let n = r.count32("state vector length", 2)?;
     for _ in 0..n {
-        r.var::<u64>("client")?;
+        r.client()?;
         r.var::<u32>("clock")?;
     }
     Ok(())
@@ -339,6 +361,25 @@ impl<'a> Reader<'a> {
                 kind: truncated_kind(what, e),
             }),
         }
+    }
+
+    /// A lib0 signed varint (sign in the first byte's bit 6), at most 10 bytes: yrs'
+    /// `read_var_i64` shifts past 64 bits on an 11th byte (a panic with overflow checks on,
+    /// garbage without). Found by the fuzz target.
+    fn signed_varint(&mut self, what: &'static str) -> Result<(), BoundsError> {
+        let at = self.at();
+        for _ in 0..10 {
+            if self.u8(what)? & 0b1000_0000 == 0 {
+                return Ok(());
+            }
+        }
+        Err(self.error_at(
+            at,
+            BoundsErrorKind::Truncated {
+                what,
+                reason: "a signed varint longer than 10 bytes".into(),
+            },
+        ))
     }
 
     /// A JSON text stored as a string (embeds, formatting attributes), which yrs parses.
@@ -557,7 +598,7 @@ impl<'a> Reader<'a> {
                 // undefined, null, false, true
                 127 | 126 | 121 | 120 => None,
                 125 => {
-                    self.var::<i64>("Any integer")?;
+                    self.signed_varint("Any integer")?;
                     None
                 }
                 124 => {
@@ -692,6 +733,10 @@ mod tests {
             yrs::ReadTxn::encode_state_as_update_v1(&y.transact(), &yrs::StateVector::default());
         check_update_v1(&state)?;
         assert_eq!(check_update_v1(&[0, 0])?, UpdateShape::default());
+        assert_eq!(
+            check_update_v1(&item(8, 5, &[1, 126, 0]))?.sections,
+            vec![(7, 5, 6)]
+        );
         assert!(UpdateShape::default().is_empty());
         Ok(())
     }
@@ -748,6 +793,13 @@ mod tests {
         assert!(check_state_vector_v1(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 1, 0]).is_err());
         assert!(check_state_vector_v1(&[0x80, 0x80, 0x80, 0x80, 0x01, 1, 1]).is_err());
         assert!(check_state_vector_v1(&[2, 1, 5, 2, 9]).is_ok());
+        let mut wide = vec![1];
+        wide.write_var(1u64 << 53);
+        wide.push(1);
+        assert!(matches!(
+            check_state_vector_v1(&wide).map_err(|e| e.kind),
+            Err(BoundsErrorKind::ClientId(_))
+        ));
         assert!(check_state_vector_v1(&[2, 1, 5, 2]).is_err());
         // An Any array of 2³²−1 values in a few bytes.
         let content = [1, 117, 0xff, 0xff, 0xff, 0xff, 0x0f, 126];
@@ -776,6 +828,31 @@ mod tests {
         assert!(matches!(
             check_update_v1(&ds).map_err(|e| e.kind),
             Err(BoundsErrorKind::ClockOverflow { .. })
+        ));
+        // An Any integer: 10 bytes is the longest yrs reads without overflowing a shift.
+        let ten = [
+            1, 125, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        assert!(check_update_v1(&item(8, 0, &ten)).is_ok());
+        let eleven = [
+            1, 125, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        assert!(matches!(
+            check_update_v1(&item(8, 0, &eleven)).map_err(|e| e.kind),
+            Err(BoundsErrorKind::Truncated {
+                what: "Any integer",
+                ..
+            })
+        ));
+        // The same client twice: its second section restarts the clocks.
+        let mut twice = vec![2];
+        for _ in 0..2 {
+            twice.extend([1, 7, 0, 0, 3]);
+        }
+        twice.push(0);
+        assert!(matches!(
+            check_update_v1(&twice).map_err(|e| e.kind),
+            Err(BoundsErrorKind::RepeatedClient(7))
         ));
         // A client id past 53 bits.
         let mut big = Vec::new();

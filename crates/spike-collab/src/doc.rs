@@ -361,6 +361,55 @@ impl RoomDoc {
         }
     }
 
+    /// [`RoomDoc::apply_update`] for updates from peers that must arrive in order, as a
+    /// server receives them: an update whose structs for some client start past this replica's
+    /// clock for that client (a gap in that client's own history) is refused with
+    /// [`CollabError::UpdateGap`] before yrs sees it. yrs 0.28 keeps such a gap as a skip
+    /// placeholder in its block store, and an update that later overlaps it inconsistently
+    /// panics in the middle of its transaction (found by the fuzz target); a y-websocket
+    /// client never sends one (its history reaches the server in order, and a reconnect
+    /// resends it from the server's state vector). Updates that wait for another client's
+    /// structs (an origin or parent not yet here) still wait, as with `apply_update`.
+    ///
+    /// Errors: those of [`RoomDoc::apply_update`], and [`CollabError::UpdateGap`].
+    pub fn apply_update_in_order(&self, update: &[u8]) -> Result<Option<Vec<u8>>, CollabError> {
+        let shape = crate::bounds::check_update_v1(update)?;
+        let sv = self.state_vector();
+        let mut pending = None;
+        for (client, starts_at, _) in shape.sections {
+            let mut have = sv.get(&yrs::ClientID::new(client));
+            if starts_at > have {
+                // Its history may be waiting too (for another client's structs): continuing
+                // it is in order.
+                let waiting = pending.get_or_insert_with(|| self.pending_sections());
+                for (c, first, end) in waiting.iter() {
+                    if *c == client && *first <= have {
+                        have = have.max(*end);
+                    }
+                }
+            }
+            if starts_at > have {
+                return Err(CollabError::UpdateGap {
+                    client,
+                    starts_at,
+                    have,
+                });
+            }
+        }
+        self.apply_update(update)
+    }
+
+    /// The sections of the update waiting for a missing dependency, as
+    /// [`crate::bounds::UpdateShape::sections`] measures them.
+    fn pending_sections(&self) -> Vec<(u64, u32, u32)> {
+        let txn = self.doc.transact();
+        txn.store()
+            .pending_update()
+            .and_then(|p| crate::bounds::check_update_v1(&p.update.encode_v1()).ok())
+            .map(|shape| shape.sections)
+            .unwrap_or_default()
+    }
+
     /// Whether some applied update still waits for a missing dependency.
     pub fn has_pending(&self) -> bool {
         let txn = self.doc.transact();

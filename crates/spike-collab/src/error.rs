@@ -57,6 +57,18 @@ pub enum CollabError {
     /// overflow, …; see [`crate::bounds`]): refused before yrs saw it, nothing applied.
     #[error("update refused: {0}")]
     UpdateOutOfBounds(#[from] crate::bounds::BoundsError),
+    /// An update whose structs for `client` start at `starts_at` while this replica holds that
+    /// client's history only up to `have`: it skips part of the client's own history. Refused by
+    /// [`crate::RoomDoc::apply_update_in_order`]; nothing applied.
+    #[error("update skips history: client {client} starts at clock {starts_at}, this replica has {have}")]
+    UpdateGap {
+        /// The client whose history has a gap.
+        client: u64,
+        /// Where the update's structs for it start.
+        starts_at: u32,
+        /// This replica's clock for it.
+        have: u32,
+    },
     /// yrs refused (or panicked on) a decoded update.
     #[error("update could not be applied: {0}")]
     Apply(String),

@@ -151,7 +151,7 @@ pub(crate) async fn upgrade(
         }
     };
     // Seeding a room from a template writes to it: not for `view` connections.
-    let template = template.filter(|_| role == Role::Edit);
+    let template = template.filter(|_| role != Role::View);
     let max = limits.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
@@ -192,6 +192,9 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
         .map(str::trim)
 }
+
+/// The close reason of a connection the room dropped for not reading.
+const SLOW_REASON: &str = "too slow: its send queue reached the limit";
 
 /// How long a connection may wait to join its room before it is refused (close 1013).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -270,6 +273,8 @@ async fn run(
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(limits.max_queued_frames);
     let outbox = Outbox::new(out_tx);
     let queued = outbox.queued.clone();
+    let mut dropped_w = outbox.dropped.subscribe();
+    let dropped_r = outbox.dropped.subscribe();
     let (mut sink, mut stream) = socket.split();
     // The room holds the only sender of `out_tx`: when it drops this connection (a full queue,
     // unloading), the writer sees the queue end and closes the socket, even if the room's close
@@ -329,7 +334,23 @@ async fn run(
                         // always finds it counted.
                         let len = frame.len();
                         metrics::counter!("spike_bytes_out_total").increment(len as u64);
-                        let sent = sink.send(WsMessage::Binary(frame)).await;
+                        // A client that does not read blocks this send; when the room drops
+                        // it for that, the send is abandoned and the socket closed.
+                        let dropped = async {
+                            let _ = dropped_w.wait_for(|d| *d).await;
+                        };
+                        let sent = tokio::select! {
+                            sent = sink.send(WsMessage::Binary(frame)) => Some(sent),
+                            () = dropped => None,
+                        };
+                        let Some(sent) = sent else {
+                            // The frame stays whole in the socket's buffer; a close frame
+                            // follows it if the client reads within a grace period.
+                            let close = CloseFrame { code: 1013, reason: SLOW_REASON.into() };
+                            let grace = idle / 3;
+                            let _ = tokio::time::timeout(grace, sink.send(WsMessage::Close(Some(close)))).await;
+                            return;
+                        };
                         // Written to the socket (or failed): no longer held for this client.
                         queued.fetch_sub(len, Ordering::AcqRel);
                         if sent.is_err() {
@@ -357,7 +378,13 @@ async fn run(
         }
     }.in_current_span());
 
-    let (code, reason) = read_loop(&inner, &handle, conn, who, &mut stream, idle, &limits).await;
+    let (code, reason) = tokio::select! {
+        ended = read_loop(&inner, &handle, conn, who, &mut stream, idle, &limits) => ended,
+        () = async move {
+            let mut dropped = dropped_r;
+            let _ = dropped.wait_for(|d| *d).await;
+        } => (1013, SLOW_REASON.to_owned()),
+    };
     tracing::info!(code, %reason, "connection closed");
     let _ = close_tx.send((code, reason));
     let _ = handle.tx.send(RoomMsg::Leave { conn }).await;

@@ -75,6 +75,9 @@ pub(crate) enum Outgoing {
 pub(crate) struct Outbox {
     pub(crate) tx: mpsc::Sender<Outgoing>,
     pub(crate) queued: Arc<AtomicUsize>,
+    /// Set when the room drops this connection: its writer may be stuck writing to a client
+    /// that does not read, which no queued message can interrupt.
+    pub(crate) dropped: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Why [`Outbox::frame`] did not queue a frame.
@@ -91,6 +94,7 @@ impl Outbox {
         Self {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 
@@ -604,7 +608,7 @@ impl Room {
             return;
         }
         let max_pending = self.inner.config.limits.max_pending_bytes;
-        match self.doc.apply_update(&update) {
+        match self.doc.apply_update_in_order(&update) {
             Ok(Some(integrated)) => {
                 metrics::counter!("spike_updates_in_total").increment(1);
                 self.stored_bytes += update.len() as u64;
@@ -639,6 +643,12 @@ impl Room {
                     batch.persist.push(update);
                 }
             }
+            Err(e @ CollabError::UpdateGap { .. }) => {
+                // Not a strike: a client's update can overtake the sync step 2 that carries its
+                // earlier history, which then arrives and fills the gap.
+                tracing::debug!(room = %self.name, conn, "refused an update: {e}");
+                metrics::counter!("spike_update_gaps_total").increment(1);
+            }
             Err(e @ (CollabError::MalformedUpdate(_) | CollabError::UpdateOutOfBounds(_))) => {
                 self.bad(conn, &format!("update: {e}"), batch);
             }
@@ -654,17 +664,16 @@ impl Room {
     /// the log and the document (after this batch), with a warning and a count.
     fn expire_pending(&mut self, batch: &mut Batch) {
         let ttl = self.inner.config.limits.pending_ttl;
-        if !self
+        let due = self
             .pending
             .since
-            .is_some_and(|since| since.elapsed() >= ttl)
-            || !self.doc.has_pending()
-        {
+            .is_some_and(|since| since.elapsed() >= ttl);
+        if !due || !self.doc.has_pending() {
             return;
         }
         match self.log.compact_discarding_pending(&self.doc) {
             Ok(c) => {
-                tracing::warn!(room = %self.name, bytes = self.pending.bytes, "dropped updates that waited for a missing dependency for over {} s", ttl.as_secs());
+                tracing::warn!(room = %self.name, bytes = self.pending.bytes, "dropped updates that waited for a missing dependency for over {} ms", ttl.as_millis());
                 metrics::counter!("spike_pending_expired_total").increment(1);
                 self.stored_bytes = c.snapshot_bytes as u64;
                 self.pending = Pending::default();
@@ -773,8 +782,10 @@ impl Room {
                 );
                 tracing::warn!(room = %self.name, conn = id, queued_bytes = c.outbox.queued.load(Ordering::Relaxed), "client too slow; disconnecting");
                 limits::refused(LimitKind::SlowClient, None, &reason);
-                // The queue is full: dropping the sender ends the writer, which closes the socket.
+                // The queue is full, and its writer may be stuck on the socket: the connection
+                // stops both its halves, which closes the socket.
                 c.outbox.close(1013, reason);
+                c.outbox.dropped.send_replace(true);
             }
             // Its presence goes with it, as when it leaves.
             let mut gone = Batch::default();

@@ -453,11 +453,7 @@ async fn hostile_frames_never_take_a_room_down() -> TestResult {
         awareness_frame(
             4243,
             1,
-            &format!(
-                "{}{}",
-                "{\"a\":".repeat(5_000),
-                format!("1{}", "}".repeat(5_000))
-            ),
+            &format!("{}1{}", "{\"a\":".repeat(5_000), "}".repeat(5_000)),
         ),
         awareness_frame(4244, 1, &format!("\"{}\"", "x".repeat(1 << 20))),
         awareness_frame(4245, 1, &members),

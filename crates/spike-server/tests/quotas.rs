@@ -68,9 +68,12 @@ async fn updates_waiting_for_a_dependency_are_capped_and_expire() -> TestResult 
     keep.wait_status(T, "synced", |s| s.state == SessionState::Synced)
         .await?;
 
-    // A writer whose first update never arrives: each later one waits for it.
+    // A writer editing a file whose creation (by another client) never reaches the room: each
+    // of its updates waits for that dependency.
+    let creator = RoomDoc::with_client_id(4444);
+    let base = creator.create_file("p.txt", "")?.ok_or("no update")?;
     let author = RoomDoc::with_client_id(5555);
-    let base = author.create_file("p.txt", "")?.ok_or("no update")?;
+    author.apply_update(&base)?;
     let mut dependent = Vec::new();
     for i in 0..4 {
         let u = author
@@ -81,6 +84,11 @@ async fn updates_waiting_for_a_dependency_are_capped_and_expire() -> TestResult 
             .ok_or("no update")?;
         dependent.push(u);
     }
+    // In order, as the writer sends them: the first starts at its clock 0.
+    assert_eq!(
+        spike_collab::bounds::check_update_v1(&dependent[0])?.sections[0].1,
+        0
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/pend", server.url())).await?;
     for u in &dependent {
         ws.send(Ws::Binary(protocol::update(u.clone()).into()))

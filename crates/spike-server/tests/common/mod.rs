@@ -193,3 +193,14 @@ pub fn metric(series: &str) -> f64 {
         .map(|v| v.trim().parse::<f64>().expect("a number"))
         .sum()
 }
+
+/// A TCP connection to `server` from the loopback address `from` (on Linux any 127.x.y.z is
+/// loopback), so one test can be several clients to per-address limits.
+pub async fn tcp_from(from: &str, server: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    let ip = from
+        .parse::<std::net::IpAddr>()
+        .map_err(std::io::Error::other)?;
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(server).await
+}
