@@ -37,18 +37,28 @@
 //! sync step 1 (which is how clients learn it is durable), relays awareness, compacts its log,
 //! and unloads after the last client left and a grace period passed.
 //!
-//! Hostile input: frames over [`Limits::max_frame_bytes`] close the connection (1009); a frame
-//! that does not decode, an update that does not decode, or an awareness update that is cut
-//! short or carries a state that is not JSON (which would throw in every stock peer's
-//! `JSON.parse`) is dropped whole with a logged reason (never applied, stored or relayed) and
-//! counted, and a connection that sends [`Limits::max_bad_messages`] of them is closed (1007).
-//! Neither the room nor its other clients notice.
+//! Hostile input: frames over [`Limits::max_frame_bytes`] close the connection (1009). Every
+//! update, state vector and awareness state is checked before yrs decodes it
+//! ([`spike_collab::bounds`]: nesting, declared counts, clocks, client ids, repeated client
+//! sections) and a room applies updates in each client's order
+//! ([`spike_collab::RoomDoc::apply_update_in_order`]); a `view` connection's update is only
+//! measured, never decoded. A frame or update that fails, or an awareness update that is cut
+//! short, carries a state that is not JSON or passes the presence bounds, or names a client id
+//! another connection introduced, is dropped whole with a logged reason (never applied, stored
+//! or relayed) and counted, and a connection that sends [`Limits::max_bad_messages`] of them is
+//! closed (1007). Neither the room nor its other clients notice; if yrs still fails part-way
+//! through an update, the room reloads its document from its log and keeps its connections.
+//! A damaged room file is moved aside and what survives of it loads ([`spike_collab::Recovery`]).
 //!
-//! Abuse limits ([`Limits`], [`LimitKind`]): per client address and per token, governor rate
-//! limits on new connections (HTTP 429 with `Retry-After`), on messages and on bytes received
-//! (close 1008); open connections per address and per token (429) and per room (1013); request
-//! bodies (413); a handshake timeout (a TCP connection that has not sent its whole HTTP request
-//! head in time is dropped); the idle timeout. Every refusal names its limit, is logged, and is
+//! Abuse limits ([`Limits`], [`LimitKind`]): per client address (an IPv6 address by its /64,
+//! [`listen::peer_key`]) and per token, governor rate limits on new connections (HTTP 429 with
+//! `Retry-After`), on messages and on bytes received (close 1008); open connections per address
+//! and per token (429) and per room (1013); TCP connections below the open-file limit, with a
+//! share kept for WebSockets ([`listen`]); request bodies (413); every HTTP request head timed
+//! (a connection that does not send one in time is dropped, kept-alive ones included); bytes
+//! queued for a client that does not read (1013); the idle timeout; a room's stored bytes and
+//! its updates waiting for a missing dependency (refused, the connection stays); rooms a prefix
+//! token may create (403). Every refusal names its limit, is logged, and is
 //! counted in `spike_limit_refusals_total{kind}`. There is no limit on messages pending
 //! authentication because none can be pending: the token is checked on the HTTP upgrade, before
 //! the WebSocket exists, and a y-protocols auth message on an open connection authorises

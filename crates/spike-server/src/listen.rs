@@ -2,7 +2,7 @@
 //! timed, WebSocket upgrades, and graceful shutdown.
 //!
 //! Admission keeps the server inside its file descriptors. At start the soft `RLIMIT_NOFILE` is
-//! raised to the hard one; [`Admission`] then caps
+//! raised to the hard one; the admission of each listener then caps
 //! - every open TCP connection, HTTP or WebSocket, at [`Limits::max_connections`] (default: the
 //!   descriptor limit less [`FD_HEADROOM`], kept for room files, the store and logs);
 //! - connections that have not (yet) become WebSockets ("plain" HTTP) at three quarters of
