@@ -625,7 +625,14 @@ fn fuzz_decoder(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let dir = root.join("target/fuzz");
     let flags: Vec<&str> = FUZZ_RUSTFLAGS.split_whitespace().collect();
     sh(cargo()
-        .args(["build", "--release", "--locked", "--bin", "decode_frame", "--target"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bin",
+            "decode_frame",
+            "--target",
+        ])
         .arg(&host)
         .env("CARGO_TARGET_DIR", &dir)
         .env("RUSTFLAGS", flags.join(" "))
@@ -638,7 +645,12 @@ fn fuzz_decoder(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     sh(Command::new(dir.join(&host).join("release/decode_frame"))
         .arg(format!("-runs={runs}"))
         .arg(format!("-seed={seed}"))
-        .args(["-rss_limit_mb=2048", "-max_len=65536", "-timeout=10", "-print_final_stats=1"])
+        .args([
+            "-rss_limit_mb=2048",
+            "-max_len=65536",
+            "-timeout=10",
+            "-print_final_stats=1",
+        ])
         .arg(format!("-artifact_prefix={}/", crashes.display()))
         .arg(&corpus)
         .env("SPIKE_FUZZ_SEEDS", &corpus))

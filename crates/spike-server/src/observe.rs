@@ -17,6 +17,11 @@
 //! | `spike_limit_refusals_total{kind}` | counter | limit refusals, by [`crate::LimitKind::as_str`] |
 //! | `spike_view_writes_dropped_total` | counter | document updates dropped from `view` connections |
 //! | `spike_reports_total{kind}` | counter | error reports stored, by [`crate::reports::Report::metric_kind`] |
+//! | `spike_awareness_refused_total{reason}` | counter | awareness updates refused: `not_owner` (a client id another connection introduced), `too_many_clients` |
+//! | `spike_update_gaps_total` | counter | updates refused for skipping part of their client's own history ([`spike_collab::CollabError::UpdateGap`]) |
+//! | `spike_pending_expired_total` | counter | times a room dropped updates that waited for a missing dependency past `pending_ttl` |
+//! | `spike_room_reloads_total` | counter | times a room reloaded its document from its log (yrs failed part-way, or a refused pending update) |
+//! | `spike_log_recoveries_total{kind}`, `spike_log_updates_recovered_total{kind}`, `spike_log_updates_lost_total{kind}` | counter | damaged room files moved aside and recovered ([`spike_collab::Recovery`]) |
 //!
 //! No label carries a room name, a client address or a token.
 //!
@@ -114,6 +119,22 @@ fn describe() {
     describe_counter!(
         "spike_limit_refusals_total",
         "Requests and connections refused by an abuse limit, by kind."
+    );
+    describe_counter!(
+        "spike_awareness_refused_total",
+        "Awareness updates refused, by reason."
+    );
+    describe_counter!(
+        "spike_update_gaps_total",
+        "Updates refused for skipping part of their client's own history."
+    );
+    describe_counter!(
+        "spike_pending_expired_total",
+        "Times a room dropped updates that waited too long for a missing dependency."
+    );
+    describe_counter!(
+        "spike_room_reloads_total",
+        "Times a room reloaded its document from its log."
     );
 }
 
