@@ -32,7 +32,8 @@
 //! configuration it answers 404.
 //!
 //! Each open room is one actor (a thread owning the yrs document, the awareness and the room's
-//! SQLite log, `<data>/rooms/<room>.sqlite3`). It loads the log before it answers any message,
+//! SQLite log, `<data>/rooms/<room>.sqlite3`, capitals written `^` + the letter). It loads the
+//! log before it answers any message,
 //! persists every update (WAL, `synchronous = NORMAL`: durable against a process crash) before broadcasting it or answering a later
 //! sync step 1 (which is how clients learn it is durable), relays awareness, compacts its log,
 //! and unloads after the last client left and a grace period passed.
@@ -306,7 +307,8 @@ impl Default for Limits {
 /// How to run a [`Server`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Where room logs live (`<data_dir>/rooms/<room>.sqlite3`); created if missing.
+    /// Where room logs live (`<data_dir>/rooms/<room>.sqlite3`, a capital `X` written `^x`);
+    /// created if missing.
     pub data_dir: PathBuf,
     /// Input limits.
     pub limits: Limits,

@@ -88,7 +88,7 @@ pub enum LimitKind {
     /// An update that would take a room's updates waiting for a missing dependency over
     /// `max_pending_bytes` (dropped, the connection stays).
     PendingUpdates,
-    /// A prefix token (`team-*`) creating more than `max_rooms_per_token` rooms (HTTP 429).
+    /// A prefix token (`team-*`) creating more than `max_rooms_per_token` rooms (HTTP 403).
     TokenRooms,
     /// A connection that sent nothing for too long (`idle_timeout`, close 1000).
     IdleTimeout,
@@ -101,6 +101,31 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// Every kind, for publishing each series from the first scrape.
+    pub const ALL: [LimitKind; 21] = [
+        LimitKind::IpConnectionRate,
+        LimitKind::TokenConnectionRate,
+        LimitKind::IpConnections,
+        LimitKind::TokenConnections,
+        LimitKind::RoomConnections,
+        LimitKind::IpMessageRate,
+        LimitKind::TokenMessageRate,
+        LimitKind::IpByteRate,
+        LimitKind::TokenByteRate,
+        LimitKind::FrameSize,
+        LimitKind::BodySize,
+        LimitKind::HandshakeTimeout,
+        LimitKind::Connections,
+        LimitKind::PeerHttpConnections,
+        LimitKind::RoomSize,
+        LimitKind::PendingUpdates,
+        LimitKind::TokenRooms,
+        LimitKind::IdleTimeout,
+        LimitKind::BadMessages,
+        LimitKind::SlowClient,
+        LimitKind::ReportRate,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -25,6 +25,13 @@
 //!
 //! No label carries a room name, a client address or a token.
 //!
+//! Every series above is published from the first scrape, at zero before any traffic (each
+//! label value a refusal can take included), as Prometheus exporters do, so that rates and
+//! alerts see a series start at 0 rather than appear mid-incident. So are the usual process
+//! series (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_threads`,
+//! `process_start_time_seconds`; metrics-process, read at each scrape).
+//!
 //! The `metrics` facade has one global recorder per process: [`install_recorder`] installs the
 //! Prometheus one once (later calls return the same handle), so every [`crate::Server`] in a
 //! process reports into the same, process-wide counters.
@@ -69,9 +76,60 @@ pub fn install_recorder() -> Option<&'static PrometheusHandle> {
                 return None;
             }
             describe();
+            publish_zeros();
+            process().describe();
+            process().collect();
             Some(handle)
         })
         .as_ref()
+}
+
+/// The process series' collector (one per process, like the recorder).
+fn process() -> &'static metrics_process::Collector {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS.get_or_init(metrics_process::Collector::default)
+}
+
+/// Registers every series of the table in the module docs at zero (adding 0 to a counter that
+/// already counted changes nothing).
+fn publish_zeros() {
+    for name in [
+        "spike_updates_in_total",
+        "spike_updates_out_total",
+        "spike_bytes_in_total",
+        "spike_bytes_out_total",
+        "spike_view_writes_dropped_total",
+        "spike_update_gaps_total",
+        "spike_pending_expired_total",
+        "spike_room_reloads_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in ["spike_connections", "spike_rooms_open"] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    for name in ["spike_fanout_seconds", "spike_persist_seconds"] {
+        // Registered: rendered with count 0 until the first sample.
+        let _ = metrics::histogram!(name);
+    }
+    for kind in crate::LimitKind::ALL {
+        metrics::counter!("spike_limit_refusals_total", "kind" => kind.as_str()).increment(0);
+    }
+    for reason in [
+        "missing",
+        "malformed",
+        "forged",
+        "expired",
+        "wrong_room",
+        "view_only",
+        "shared_namespace",
+        "list_blobs",
+    ] {
+        metrics::counter!("spike_auth_refusals_total", "reason" => reason).increment(0);
+    }
+    for reason in ["not_owner", "too_many_clients"] {
+        metrics::counter!("spike_awareness_refused_total", "reason" => reason).increment(0);
+    }
 }
 
 /// The installed handle, if [`install_recorder`] succeeded.
@@ -140,6 +198,7 @@ fn describe() {
 
 /// `GET /metrics`: the Prometheus text rendering, or 503 when the recorder is not ours.
 pub(crate) async fn metrics() -> Response {
+    process().collect();
     match handle() {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

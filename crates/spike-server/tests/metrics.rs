@@ -167,7 +167,13 @@ async fn metrics_after_a_scripted_session_have_exact_values() -> TestResult {
         text.contains("# TYPE spike_fanout_seconds histogram"),
         "{text}"
     );
-    assert!(!text.contains("spike_limit_refusals_total{"), "{text}");
+    // No limit refused anything: every refusal series is published, and at zero.
+    let refusals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("spike_limit_refusals_total{"))
+        .collect();
+    assert_eq!(refusals.len(), spike_server::LimitKind::ALL.len(), "{text}");
+    assert!(refusals.iter().all(|l| l.ends_with(" 0")), "{text}");
 
     // Leaving lowers the connection gauge.
     a.close(None).await?;
