@@ -15,13 +15,20 @@
 //!
 //! `model` and `base_url` are the defaults of the config's `provider` (openai when unset) and
 //! are not used when `--provider` names another one. Flags win over the file.
+//!
+//! The question goes through the same [`spike_ai::Router`] as the app's assistant: a provider
+//! that answers 429 or 5xx is retried with backoff, honouring `Retry-After`, behind a circuit
+//! breaker, and deterministic answers (temperature 0) are cached in `spike/ai-cache.sqlite` in
+//! the platform cache folder (`$XDG_CACHE_HOME` or `~/.cache` on Linux).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
-use spike_ai::{AiError, ChatRequest, Provider, ProviderKind};
+use spike_ai::{AiError, ChatRequest, Provider, ProviderKind, ResponseCache, Router};
 
 /// Arguments of `spike ai`.
 #[derive(clap::Args)]
@@ -111,9 +118,10 @@ fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load()?;
     let result = runtime.block_on(async {
         let (provider, model) = provider(&args, &config)?;
+        let router = with_cache(Router::new().route(provider, Some(model.clone())));
         let mut request = ChatRequest::new(model, prompt);
         request.max_tokens = args.max_tokens;
-        let answer = provider.stream(&request).await?;
+        let answer = router.stream_for("cli", &request).await?;
         let mut stdout = std::io::stdout().lock();
         // A closed stdout (e.g. `| head`) is not an error of the answer; stop writing quietly.
         let mut open = true;
@@ -135,6 +143,27 @@ fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `router` with the response cache in the platform cache folder, when it can be opened (a
+/// cache that cannot is skipped with a warning: the question still goes out).
+fn with_cache(router: Router) -> Router {
+    let Some(path) = dirs::cache_dir().map(|d| d.join("spike").join("ai-cache.sqlite")) else {
+        return router;
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match ResponseCache::open(&path) {
+        Ok(cache) => router.cache(Arc::new(cache)),
+        Err(e) => {
+            eprintln!(
+                "warning: the AI response cache {} is unavailable: {e}",
+                path.display()
+            );
+            router
         }
     }
 }

@@ -62,6 +62,7 @@ fn ai_ask_streams_the_answer_to_stdout() {
         .current_dir(dir.path())
         .env("OPENAI_API_KEY", "sk-cli")
         .env_remove("SPIKE_CONFIG")
+        .env("XDG_CACHE_HOME", dir.path())
         .env("XDG_CONFIG_HOME", dir.path())
         .output()
         .expect("run spike");
@@ -86,6 +87,74 @@ fn ai_ask_streams_the_answer_to_stdout() {
     );
 }
 
+/// Answers the first request with 429 and `Retry-After: 1`, the second with `pieces`; returns
+/// how long after the first the second request came.
+fn serve_429_then(pieces: &'static [&'static [u8]]) -> (String, std::thread::JoinHandle<Duration>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        let (mut first, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(first.try_clone().expect("clone"));
+        read_request(&mut reader).expect("a request");
+        let refused = std::time::Instant::now();
+        first
+            .write_all(
+                b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-type: application/json\r\n\
+                  content-length: 47\r\nconnection: close\r\n\r\n\
+                  {\"error\":{\"message\":\"rate limited, slow down\"}}",
+            )
+            .expect("write");
+        drop(first);
+        let (mut second, _) = listener.accept().expect("accept the retry");
+        let waited = refused.elapsed();
+        let mut reader = BufReader::new(second.try_clone().expect("clone"));
+        read_request(&mut reader).expect("a request");
+        second
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            )
+            .expect("write");
+        for piece in pieces {
+            second.write_all(piece).expect("write");
+        }
+        waited
+    });
+    (base, handle)
+}
+
+/// The CLI asks through the same router as the app: a provider's 429 with `Retry-After: 1` is
+/// waited out and retried, and the answer printed.
+#[test]
+fn ai_ask_retries_after_a_429_and_prints_the_answer() {
+    let (base, server) = serve_429_then(OPENAI_OK);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .args([
+            "ai",
+            "ask",
+            "--base-url",
+            &base,
+            "--model",
+            "gpt-test",
+            "hi",
+        ])
+        .current_dir(dir.path())
+        .env("OPENAI_API_KEY", "sk-cli")
+        .env_remove("SPIKE_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("XDG_CACHE_HOME", dir.path())
+        .output()
+        .expect("run spike");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    let waited = server.join().expect("server");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(20),
+        "the retry came {waited:?} after the 429"
+    );
+}
+
 #[test]
 fn ai_ask_without_a_key_exits_1_and_says_which_variable() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -94,6 +163,7 @@ fn ai_ask_without_a_key_exits_1_and_says_which_variable() {
         .current_dir(dir.path())
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("SPIKE_CONFIG")
+        .env("XDG_CACHE_HOME", dir.path())
         .env("XDG_CONFIG_HOME", dir.path())
         .output()
         .expect("run spike");
@@ -119,7 +189,8 @@ fn ask_with_config(config: &str, args: &[&str], envs: &[(&str, &str)]) -> std::p
         .current_dir(dir.path())
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
-        .env("SPIKE_CONFIG", &path);
+        .env("SPIKE_CONFIG", &path)
+        .env("XDG_CACHE_HOME", dir.path());
     for (k, v) in envs {
         command.env(k, v);
     }
@@ -205,6 +276,7 @@ fn the_platform_config_file_is_read_when_spike_config_is_unset() {
         .current_dir(dir.path())
         .env_remove("OPENAI_API_KEY")
         .env_remove("SPIKE_CONFIG")
+        .env("XDG_CACHE_HOME", dir.path())
         .env("XDG_CONFIG_HOME", dir.path())
         .output()
         .expect("run spike");
