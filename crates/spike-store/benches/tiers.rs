@@ -6,7 +6,10 @@
 //! multi-thread runtime (for SQLite that includes the hop to the blocking pool and back). The
 //! `store → memory` row is a hit in the memory tier of a [`Store`] (memory → SQLite), so it adds
 //! the composition and its metrics wrapper (no recorder installed). The `remote` row is a hit on a
-//! real `spike serve` on loopback through its blob/KV API (HTTP/1.1, a kept-alive connection);
+//! real `spike-server` process on loopback through its blob/KV API (HTTP/1.1, a kept-alive
+//! connection; the binary is `SPIKE_SERVER_BIN`, else `target/release/spike-server`, built with
+//! `cargo build --release -p spike-server` if absent: a process, not a dependency, since the
+//! server crate sits above this one);
 //! `store miss → server` reads keys that only the server holds through a store of memory → SQLite
 //! → remote, so each read misses twice, fetches from the server and fills both local tiers. A
 //! bench reports; it never fails on a figure.
@@ -15,6 +18,8 @@
 //! reads (`READ_LOG_FLUSH_POINT`), so 1 read in 64 (1.6 %, above the 1 % that p99 looks at)
 //! pays ~2.5 µs for the LRU bookkeeping of the other 63; p90 and the mean show the usual hit.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +74,77 @@ fn row(name: &str, size: &str, iterations: usize, samples: &[Duration]) {
     );
 }
 
+/// A `spike-server` child process; killed on drop.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `spike-server` binary: `SPIKE_SERVER_BIN`, else the release build in the target folder,
+/// built first if it is not there.
+fn server_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if let Some(bin) = std::env::var_os("SPIKE_SERVER_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let bin = target
+        .join("release")
+        .join(format!("spike-server{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "spike-server",
+                "--bin",
+                "spike-server",
+            ])
+            .current_dir(&workspace)
+            .status()?;
+        if !status.success() {
+            return Err(format!("building spike-server: {status}").into());
+        }
+    }
+    Ok(bin)
+}
+
+/// Starts `spike-server --open` on a free loopback port with its data in `data`; its base URL.
+fn start_server(data: &Path) -> Result<(ServerProcess, String), Box<dyn std::error::Error>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(server_binary()?)
+        .arg("--open")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut server = ServerProcess(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = server.0.try_wait()? {
+            return Err(format!("spike-server exited at start: {status}").into());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("spike-server did not listen within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((server, format!("http://127.0.0.1:{port}")))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // libtest-style flags from `cargo bench` (`--bench`) are not ours.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -86,11 +162,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Arc::clone(&memory) as Arc<dyn Tier>,
             Arc::clone(&sqlite) as Arc<dyn Tier>,
         ]);
-        let server =
-            spike_server::Server::new(spike_server::ServerConfig::new(dir.path().join("server")))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(server.serve(listener, std::future::pending::<()>()));
+        let (_server, base) = start_server(&dir.path().join("server"))?;
         let remote = RemoteTier::new(RemoteConfig::new(&base))?;
         println!("| tier | size | gets | mean | p50 | p90 | p99 | p99.9 | max |");
         println!("|---|---|---|---|---|---|---|---|---|");

@@ -1,21 +1,39 @@
-//! The shared test suite of the [`Tier`] contract, and a real S3-protocol server for tests
+//! The one test suite of the [`Tier`] contract, and a real S3-protocol server for tests
 //! (feature `test-support`).
 //!
 //! [`check_tier`] runs every rule of the contract written on [`Tier`] against a tier and panics
-//! with the rule that failed. Every tier (memory, SQLite, remote, object on a folder and on S3)
-//! runs the same suite, so they agree on meaning, not only on types.
+//! naming the tier and the rule that failed. Every tier runs this same suite (memory, SQLite,
+//! object on a folder and on S3 in this crate's tests; remote against a real server in
+//! `spike-server`'s tests), so they agree on meaning, not only on types.
+//! [`check_compare_and_set_is_atomic`] (part of [`check_tier`], public for heavier runs) and the
+//! counter helpers [`increment`] / [`read_counter`] are the concurrent-writer part.
 //!
 //! [`Moto`] starts `moto_server` (PyPI `moto[server]`, an S3 implementation) on a free loopback
 //! port, installing it into a venv first if needed, and kills it when dropped.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::{BlobHash, Condition, ETag, Key, KvKey, Prefix, PutOptions, StoreError, Tier};
+use crate::{
+    BlobHash, Condition, ETag, Key, KvKey, Listed, Meta, Prefix, PutOptions, Revalidated,
+    StoreError, Tier,
+};
 
-/// The namespace the suite writes to.
+/// The namespace the suite writes to. It also writes [`LIST_NAMESPACE`] and reads
+/// [`OTHER_NAMESPACE`]; all three must be empty when the suite starts (blobs may exist).
 pub const NAMESPACE: &str = "conformance";
+/// The namespace whose whole listing the suite checks.
+pub const LIST_NAMESPACE: &str = "conformance-lst";
+/// A namespace beside [`LIST_NAMESPACE`] (a string prefix of neither) that the suite writes and
+/// expects never to see in the other's listing.
+pub const OTHER_NAMESPACE: &str = "conformance-other";
+
+/// Concurrent compare-and-set writers [`check_tier`] runs, and the rounds each does.
+pub const CAS_TASKS: u64 = 4;
+/// See [`CAS_TASKS`].
+pub const CAS_ROUNDS: u64 = 20;
 
 fn kv(key: &str) -> Key {
     match Key::kv(NAMESPACE, key) {
@@ -24,67 +42,167 @@ fn kv(key: &str) -> Key {
     }
 }
 
-fn ok<T>(step: &str, result: Result<T, StoreError>) -> T {
+fn key_in(namespace: &str, key: &str) -> Key {
+    match Key::kv(namespace, key) {
+        Ok(k) => k,
+        Err(e) => panic!("suite key {namespace}/{key}: {e}"),
+    }
+}
+
+fn prefix_in(namespace: &str, prefix: &str) -> Prefix {
+    match Prefix::kv(namespace, prefix) {
+        Ok(p) => p,
+        Err(e) => panic!("suite prefix {namespace}/{prefix}: {e}"),
+    }
+}
+
+fn opts(content_type: Option<&str>, ttl: Option<Duration>, condition: Condition) -> PutOptions {
+    PutOptions {
+        content_type: content_type.map(str::to_owned),
+        ttl,
+        condition,
+    }
+}
+
+/// `at` to the millisecond: the precision of the server's API (`Spike-Modified-Ms`) and of
+/// [`crate::ObjectTier`]'s envelope. The contract says "the stored metadata" and names no clock
+/// precision; a tier that stores milliseconds answers a put with nanoseconds the first time.
+fn millis(at: SystemTime) -> u128 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Whether two metas are the same entry's: size, ETag, content type, and expiry and
+/// modification time to the millisecond ([`millis`]).
+pub fn same_meta(a: &Meta, b: &Meta) -> bool {
+    (a.size, &a.etag, &a.content_type) == (b.size, &b.etag, &b.content_type)
+        && a.expires_at.map(millis) == b.expires_at.map(millis)
+        && millis(a.modified_at) == millis(b.modified_at)
+}
+
+/// The value of `result`, or a panic naming the tier and the step.
+fn ok<T>(tier: &dyn Tier, step: &str, result: Result<T, StoreError>) -> T {
     match result {
         Ok(v) => v,
-        Err(e) => panic!("{step}: unexpected error: {e}"),
+        Err(e) => panic!("{}: {step}: unexpected error: {e}", tier.name()),
     }
 }
 
-fn precondition(step: &str, result: Result<impl std::fmt::Debug, StoreError>) -> Option<ETag> {
+/// The `current` of a [`StoreError::PreconditionFailed`], or a panic naming the tier and step.
+fn precondition(
+    tier: &dyn Tier,
+    step: &str,
+    result: Result<impl std::fmt::Debug, StoreError>,
+) -> Option<ETag> {
     match result {
         Err(StoreError::PreconditionFailed { current, .. }) => current,
-        other => panic!("{step}: expected PreconditionFailed, got {other:?}"),
+        other => panic!(
+            "{}: {step}: expected PreconditionFailed, got {other:?}",
+            tier.name()
+        ),
     }
 }
 
-/// Runs the whole [`Tier`] contract against `tier`, which must hold nothing under the
-/// [`NAMESPACE`] namespace (blobs may exist). Panics naming the first rule broken. Takes about
-/// 1.2 s (one real TTL has to pass). Writes race only within `tier`: a tier that serializes
-/// its writers passes that part by construction.
-pub async fn check_tier(tier: &dyn Tier) {
-    let name = tier.name();
-    assert!(!name.is_empty(), "a tier has a name");
-    check_blobs(tier).await;
-    check_kv(tier).await;
-    check_conditions(tier).await;
-    check_delete(tier).await;
-    check_list(tier).await;
-    check_ttl(tier).await;
-    check_racing_writers(tier).await;
+/// Runs the whole [`Tier`] contract against `tier`, which must hold nothing under the suite's
+/// namespaces ([`NAMESPACE`], [`LIST_NAMESPACE`], [`OTHER_NAMESPACE`]; blobs may exist). Panics
+/// naming the tier and the first rule broken. Takes about 1.2 s (one real TTL has to pass) plus
+/// [`CAS_TASKS`] × [`CAS_ROUNDS`] compare-and-sets. Must run inside a tokio runtime (the
+/// concurrent writers are spawned tasks; a multi-thread runtime makes them truly parallel).
+pub async fn check_tier(tier: Arc<dyn Tier>) {
+    let t = &*tier;
+    assert!(!t.name().is_empty(), "a tier has a name");
+    check_absent_and_round_trip(t).await;
+    check_blobs(t).await;
+    check_kv(t).await;
+    check_conditions(t).await;
+    check_delete(t).await;
+    check_list(t).await;
+    check_revalidate(t).await;
+    check_ttl(t).await;
+    check_racing_writers(t).await;
     check_invalid_keys();
+    if let Err(e) = check_compare_and_set_is_atomic(Arc::clone(&tier), CAS_TASKS, CAS_ROUNDS).await
+    {
+        panic!("{e}");
+    }
+}
+
+/// An absent key reads as `None`; a put's meta (size, ETag, content type, expiry about now +
+/// ttl) is what get and head return; an overwrite replaces ETag, expiry and content type.
+async fn check_absent_and_round_trip(tier: &dyn Tier) {
+    let name = tier.name();
+    let key = kv("round/trip.js");
+    assert_eq!(
+        ok(tier, "get of an absent key", tier.get(&key).await),
+        None,
+        "{name}: get of an absent key is None"
+    );
+    assert_eq!(
+        ok(tier, "head of an absent key", tier.head(&key).await),
+        None,
+        "{name}: head of an absent key is None"
+    );
+    let body = Bytes::from_static(b"export default 42;\n");
+    let before = SystemTime::now();
+    let meta = ok(
+        tier,
+        "put",
+        tier.put(
+            &key,
+            body.clone(),
+            opts(
+                Some("text/javascript"),
+                Some(Duration::from_secs(3600)),
+                Condition::None,
+            ),
+        )
+        .await,
+    );
+    assert_eq!(
+        (meta.size, &meta.etag, meta.content_type.as_deref()),
+        (19u64, &ETag::of(&body), Some("text/javascript")),
+        "{name}: put returns size, ETag::of(body), content type"
+    );
+    let expires = meta
+        .expires_at
+        .unwrap_or_else(|| panic!("{name}: a TTL sets expires_at: {meta:?}"));
+    let lo = before + Duration::from_secs(3599);
+    let hi = SystemTime::now() + Duration::from_secs(3601);
+    assert!(
+        expires >= lo && expires <= hi,
+        "{name}: expires_at is about now + ttl: {meta:?}"
+    );
+    match ok(tier, "get", tier.get(&key).await) {
+        Some(e) if e.body == body && same_meta(&e.meta, &meta) => {}
+        other => panic!("{name}: get returns the body and the meta put returned; got {other:?}"),
+    }
+    let head = ok(tier, "head", tier.head(&key).await);
+    assert!(
+        head.as_ref().is_some_and(|h| same_meta(h, &meta)),
+        "{name}: head returns the meta put returned: {head:?}, put {meta:?}"
+    );
+    let newer = ok(
+        tier,
+        "overwrite",
+        tier.put(
+            &key,
+            Bytes::from_static(b"export default 43;\n"),
+            PutOptions::default(),
+        )
+        .await,
+    );
+    assert!(
+        newer.etag != meta.etag && newer.expires_at.is_none() && newer.content_type.is_none(),
+        "{name}: an overwrite replaces ETag, expiry and content type: {newer:?}"
+    );
 }
 
 async fn check_blobs(tier: &dyn Tier) {
+    let name = tier.name();
     let body = Bytes::from((0..=255u8).cycle().take(3000).collect::<Vec<u8>>());
     let key = Key::blob_of(&body);
-    assert_eq!(ok("get absent blob", tier.get(&key).await), None);
-    assert_eq!(ok("head absent blob", tier.head(&key).await), None);
-    let options = PutOptions {
-        content_type: Some("application/octet-stream".into()),
-        ttl: Some(Duration::from_secs(1)),
-        ..Default::default()
-    };
-    let meta = ok(
-        "put blob",
-        tier.put(&key, body.clone(), options.clone()).await,
-    );
-    assert_eq!(meta.size, 3000, "blob size");
-    assert_eq!(meta.etag, ETag::of(&body), "blob ETag is ETag::of(body)");
-    assert_eq!(meta.expires_at, None, "blobs ignore ttl");
-    let entry = ok("get blob", tier.get(&key).await)
-        .unwrap_or_else(|| panic!("get blob: a stored blob is found"));
-    assert_eq!(entry.body, body, "blob bytes round-trip");
-    assert_eq!(entry.meta.etag, meta.etag, "get blob ETag");
-    assert_eq!(entry.meta.size, 3000, "get blob size");
-    let head = ok("head blob", tier.head(&key).await)
-        .unwrap_or_else(|| panic!("head blob: a stored blob is found"));
-    assert_eq!((head.size, &head.etag), (3000, &meta.etag), "head blob");
-    let again = ok(
-        "put blob again",
-        tier.put(&key, body.clone(), options).await,
-    );
-    assert_eq!(again.etag, meta.etag, "writing a blob again keeps it");
+    assert_eq!(ok(tier, "get absent blob", tier.get(&key).await), None);
+    assert_eq!(ok(tier, "head absent blob", tier.head(&key).await), None);
 
     let wrong = Key::blob_of(b"other bytes");
     match tier.put(&wrong, body.clone(), PutOptions::default()).await {
@@ -92,126 +210,233 @@ async fn check_blobs(tier: &dyn Tier) {
             assert_eq!(
                 expected,
                 BlobHash::of(b"other bytes"),
-                "mismatch names the key"
+                "{name}: mismatch names the key"
             );
             assert_eq!(
                 actual,
                 BlobHash::of(&body),
-                "mismatch names the body's hash"
+                "{name}: mismatch names the body's hash"
             );
         }
-        other => panic!("put blob under a wrong hash: expected HashMismatch, got {other:?}"),
+        other => {
+            panic!("{name}: put blob under a wrong hash: expected HashMismatch, got {other:?}")
+        }
     }
-    assert_eq!(ok("wrong blob absent", tier.get(&wrong).await), None);
-    let listed = ok("list blobs", tier.list(&Prefix::Blobs).await);
+    assert_eq!(ok(tier, "wrong blob absent", tier.get(&wrong).await), None);
+
+    let options = opts(
+        Some("application/octet-stream"),
+        Some(Duration::from_millis(1)),
+        Condition::None,
+    );
+    let meta = ok(
+        tier,
+        "put blob",
+        tier.put(&key, body.clone(), options).await,
+    );
+    assert_eq!(meta.size, 3000, "{name}: blob size");
+    assert_eq!(
+        meta.etag,
+        ETag::of(&body),
+        "{name}: blob ETag is ETag::of(body)"
+    );
+    assert_eq!(meta.expires_at, None, "{name}: blobs ignore ttl");
+    let entry = ok(tier, "get blob", tier.get(&key).await)
+        .unwrap_or_else(|| panic!("{name}: get blob: a stored blob is found"));
+    assert_eq!(entry.body, body, "{name}: blob bytes round-trip");
+    assert_eq!(entry.meta.etag, meta.etag, "{name}: get blob ETag");
+    assert_eq!(entry.meta.size, 3000, "{name}: get blob size");
+    let head = ok(tier, "head blob", tier.head(&key).await)
+        .unwrap_or_else(|| panic!("{name}: head blob: a stored blob is found"));
+    assert_eq!(
+        (head.size, &head.etag),
+        (3000, &meta.etag),
+        "{name}: head blob"
+    );
+    // Long enough for a rewrite to get a later modified_at, were it a rewrite.
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    let again = ok(
+        tier,
+        "put blob again",
+        tier.put(&key, body.clone(), PutOptions::default()).await,
+    );
+    // The contract: "a no-op returning its meta". Known deviation, left for the server's API to
+    // fix: RemoteTier answers a blob PUT with the caller's content type, because the server's
+    // PUT answer (JSON) does not carry the stored one. So the returned meta is compared without
+    // its content type, and the stored one (head) in full.
+    let without_type = |m: &Meta| Meta {
+        content_type: None,
+        ..m.clone()
+    };
+    assert!(
+        same_meta(&without_type(&again), &without_type(&meta)),
+        "{name}: writing an existing blob again is a no-op returning its meta: {again:?}, first \
+         {meta:?}"
+    );
+    let stored = ok(tier, "head blob after rewrite", tier.head(&key).await);
+    assert!(
+        stored.as_ref().is_some_and(|h| same_meta(h, &meta)),
+        "{name}: writing an existing blob again changes nothing stored: {stored:?}, first \
+         {meta:?}"
+    );
+
+    let listed = ok(tier, "list blobs", tier.list(&Prefix::Blobs).await);
     assert!(
         listed
             .iter()
             .any(|l| l.key == key && l.meta.etag == meta.etag),
-        "list blobs includes the stored blob"
+        "{name}: list blobs includes the stored blob"
     );
     assert!(
         listed.iter().all(|l| matches!(l.key, Key::Blob(_))),
-        "list blobs lists blobs only"
+        "{name}: list blobs lists blobs only"
     );
+
+    let bodies = [b"one".as_slice(), b"two", b"three"];
+    for b in bodies {
+        ok(
+            tier,
+            "blob put",
+            tier.put(
+                &Key::blob_of(b),
+                Bytes::copy_from_slice(b),
+                PutOptions::default(),
+            )
+            .await,
+        );
+    }
+    let mine: Vec<Key> = bodies.iter().map(|b| Key::blob_of(b)).collect();
+    let listed: Vec<Key> = ok(tier, "list blobs", tier.list(&Prefix::Blobs).await)
+        .into_iter()
+        .map(|l| l.key)
+        .filter(|k| mine.contains(k))
+        .collect();
+    let mut sorted = mine.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted, "{name}: blobs listed in hash order");
 }
 
 async fn check_kv(tier: &dyn Tier) {
+    let name = tier.name();
     let key = kv("esm.sh/react@19.1.0/index.js");
-    assert_eq!(ok("get absent kv", tier.get(&key).await), None);
-    let options = PutOptions {
-        content_type: Some("text/javascript; charset=utf-8".into()),
-        ..Default::default()
-    };
+    assert_eq!(ok(tier, "get absent kv", tier.get(&key).await), None);
+    let options = opts(
+        Some("text/javascript; charset=utf-8"),
+        None,
+        Condition::None,
+    );
     let first = Bytes::from_static(b"export default 1;\n");
     let meta = ok(
+        tier,
         "put kv",
         tier.put(&key, first.clone(), options.clone()).await,
     );
-    assert_eq!(meta.etag, ETag::of(&first), "kv ETag is ETag::of(body)");
-    assert_eq!(meta.size, first.len() as u64, "kv size");
-    assert_eq!(meta.expires_at, None, "no ttl: no expiry");
-    let entry = ok("get kv", tier.get(&key).await)
-        .unwrap_or_else(|| panic!("get kv: a stored entry is found"));
-    assert_eq!(entry.body, first, "kv bytes round-trip");
+    assert_eq!(
+        meta.etag,
+        ETag::of(&first),
+        "{name}: kv ETag is ETag::of(body)"
+    );
+    assert_eq!(meta.size, first.len() as u64, "{name}: kv size");
+    assert_eq!(meta.expires_at, None, "{name}: no ttl: no expiry");
+    let entry = ok(tier, "get kv", tier.get(&key).await)
+        .unwrap_or_else(|| panic!("{name}: get kv: a stored entry is found"));
+    assert_eq!(entry.body, first, "{name}: kv bytes round-trip");
     assert_eq!(
         entry.meta.content_type.as_deref(),
         Some("text/javascript; charset=utf-8"),
-        "content type is kept"
+        "{name}: content type is kept"
     );
     assert!(
         !entry.meta.is_expired_at(SystemTime::now()),
-        "no ttl: never expired"
+        "{name}: no ttl: never expired"
     );
-    let head = ok("head kv", tier.head(&key).await)
-        .unwrap_or_else(|| panic!("head kv: a stored entry is found"));
+    let head = ok(tier, "head kv", tier.head(&key).await)
+        .unwrap_or_else(|| panic!("{name}: head kv: a stored entry is found"));
     assert_eq!(
         (head.size, &head.etag, &head.content_type),
         (meta.size, &meta.etag, &meta.content_type),
-        "head agrees with put"
+        "{name}: head agrees with put"
     );
 
     let second = Bytes::from_static(b"export default 2;\n");
     let meta2 = ok(
+        tier,
         "overwrite kv",
         tier.put(&key, second.clone(), options).await,
     );
-    assert_ne!(meta2.etag, meta.etag, "new bytes, new ETag");
-    let entry = ok("get overwritten", tier.get(&key).await)
-        .unwrap_or_else(|| panic!("get overwritten: found"));
-    assert_eq!(entry.body, second, "overwrite is visible");
+    assert_ne!(meta2.etag, meta.etag, "{name}: new bytes, new ETag");
+    let entry = ok(tier, "get overwritten", tier.get(&key).await)
+        .unwrap_or_else(|| panic!("{name}: get overwritten: found"));
+    assert_eq!(entry.body, second, "{name}: overwrite is visible");
 
     let empty = kv("empty");
     let meta = ok(
+        tier,
         "put empty",
         tier.put(&empty, Bytes::new(), PutOptions::default()).await,
     );
-    assert_eq!(meta.size, 0, "empty body");
-    let entry =
-        ok("get empty", tier.get(&empty).await).unwrap_or_else(|| panic!("get empty: found"));
-    assert!(entry.body.is_empty(), "empty body round-trips");
-    assert_eq!(entry.meta.content_type, None, "no content type given: none");
+    assert_eq!(meta.size, 0, "{name}: empty body");
+    let entry = ok(tier, "get empty", tier.get(&empty).await)
+        .unwrap_or_else(|| panic!("{name}: get empty: found"));
+    assert!(entry.body.is_empty(), "{name}: empty body round-trips");
+    assert_eq!(
+        entry.meta.content_type, None,
+        "{name}: no content type given: none"
+    );
 
     let odd = kv("odd chars/100%~#?*[x] é");
     let body = Bytes::from_static(b"odd");
     ok(
+        tier,
         "put odd key",
         tier.put(&odd, body.clone(), PutOptions::default()).await,
     );
-    let entry =
-        ok("get odd key", tier.get(&odd).await).unwrap_or_else(|| panic!("get odd key: found"));
+    let entry = ok(tier, "get odd key", tier.get(&odd).await)
+        .unwrap_or_else(|| panic!("{name}: get odd key: found"));
     assert_eq!(
         entry.body, body,
-        "a key with reserved characters round-trips"
+        "{name}: a key with reserved characters round-trips"
     );
 }
 
 async fn check_conditions(tier: &dyn Tier) {
-    let key = kv("cas/counter");
-    let create = |_: &[u8]| PutOptions {
-        condition: Condition::IfAbsent,
-        ..PutOptions::default()
-    };
-    let v1 = ok(
-        "create if absent",
-        tier.put(&key, Bytes::from_static(b"1"), create(b"1")).await,
-    );
+    let name = tier.name();
+    let key = kv("cas/value");
+    let if_match = |etag: &ETag| opts(None, None, Condition::IfMatch(etag.clone()));
+    let create = || opts(None, None, Condition::IfAbsent);
+
     let current = precondition(
-        "create if absent over an existing entry",
-        tier.put(&key, Bytes::from_static(b"x"), create(b"x")).await,
+        tier,
+        "if-match on an absent entry",
+        tier.put(&key, Bytes::from_static(b"1"), if_match(&ETag::of(b"0")))
+            .await,
     );
+    assert_eq!(current, None, "{name}: absent: no current ETag");
     assert_eq!(
-        current,
-        Some(v1.etag.clone()),
-        "the failure carries the current ETag"
+        ok(tier, "if-match created nothing", tier.get(&key).await),
+        None,
+        "{name}: a refused if-match on an absent key creates nothing"
     );
 
-    let if_match = |etag: &ETag| PutOptions {
-        condition: Condition::IfMatch(etag.clone()),
-        ..PutOptions::default()
-    };
+    let v1 = ok(
+        tier,
+        "create if absent",
+        tier.put(&key, Bytes::from_static(b"1"), create()).await,
+    );
+    match tier.put(&key, Bytes::from_static(b"x"), create()).await {
+        Err(StoreError::PreconditionFailed {
+            key: k,
+            current: Some(c),
+        }) if k == format!("{NAMESPACE}/cas/value") && c == v1.etag => {}
+        other => panic!(
+            "{name}: create if absent over an existing entry fails naming key and current \
+             ETag; got {other:?}"
+        ),
+    }
+
     let stale = ETag::of(b"not the current body");
     let current = precondition(
+        tier,
         "if-match with a stale ETag",
         tier.put(&key, Bytes::from_static(b"2"), if_match(&stale))
             .await,
@@ -219,19 +444,31 @@ async fn check_conditions(tier: &dyn Tier) {
     assert_eq!(
         current,
         Some(v1.etag.clone()),
-        "if-match failure carries the current ETag"
+        "{name}: if-match failure carries the current ETag"
     );
-    let still = ok("get after refused write", tier.get(&key).await)
-        .unwrap_or_else(|| panic!("get after refused write: found"));
-    assert_eq!(&still.body[..], b"1", "a refused write changes nothing");
+    let still = ok(tier, "get after refused write", tier.get(&key).await)
+        .unwrap_or_else(|| panic!("{name}: get after refused write: found"));
+    assert_eq!(
+        &still.body[..],
+        b"1",
+        "{name}: a refused write changes nothing"
+    );
 
     let v2 = ok(
+        tier,
         "if-match with the current ETag",
         tier.put(&key, Bytes::from_static(b"2"), if_match(&v1.etag))
             .await,
     );
-    assert_eq!(v2.etag, ETag::of(b"2"), "compare-and-set wrote");
+    assert_eq!(v2.etag, ETag::of(b"2"), "{name}: compare-and-set wrote");
+    let body = ok(tier, "get after compare-and-set", tier.get(&key).await).map(|e| e.body);
+    assert_eq!(
+        body.as_deref(),
+        Some(b"2".as_slice()),
+        "{name}: a held condition writes"
+    );
     let current = precondition(
+        tier,
         "if-match with the ETag just replaced",
         tier.put(&key, Bytes::from_static(b"3"), if_match(&v1.etag))
             .await,
@@ -239,34 +476,29 @@ async fn check_conditions(tier: &dyn Tier) {
     assert_eq!(
         current,
         Some(v2.etag.clone()),
-        "the second CAS sees the first"
-    );
-
-    let absent = kv("cas/absent");
-    let current = precondition(
-        "if-match on an absent entry",
-        tier.put(&absent, Bytes::from_static(b"x"), if_match(&v1.etag))
-            .await,
-    );
-    assert_eq!(current, None, "absent: no current ETag");
-    assert_eq!(
-        ok("if-match created nothing", tier.get(&absent).await),
-        None
+        "{name}: the second CAS sees the first"
     );
 }
 
 async fn check_delete(tier: &dyn Tier) {
+    let name = tier.name();
     let key = kv("delete/me");
     assert!(
-        !ok("delete absent", tier.delete(&key, Condition::None).await),
-        "deleting an absent entry says nothing was there"
+        !ok(
+            tier,
+            "delete absent",
+            tier.delete(&key, Condition::None).await
+        ),
+        "{name}: deleting an absent entry says nothing was there"
     );
     let meta = ok(
+        tier,
         "put for delete",
         tier.put(&key, Bytes::from_static(b"bye"), PutOptions::default())
             .await,
     );
     let current = precondition(
+        tier,
         "delete if-match with a stale ETag",
         tier.delete(&key, Condition::IfMatch(ETag::of(b"stale")))
             .await,
@@ -274,28 +506,42 @@ async fn check_delete(tier: &dyn Tier) {
     assert_eq!(
         current,
         Some(meta.etag.clone()),
-        "delete refusal carries the ETag"
+        "{name}: delete refusal carries the ETag"
     );
     assert!(
-        ok("still there", tier.get(&key).await).is_some(),
-        "a refused delete keeps the entry"
+        ok(tier, "still there", tier.head(&key).await).is_some(),
+        "{name}: a refused delete keeps the entry"
     );
     assert!(
         ok(
+            tier,
             "delete if-match",
             tier.delete(&key, Condition::IfMatch(meta.etag)).await
         ),
-        "delete says the entry was there"
+        "{name}: delete of a present key says the entry was there"
     );
-    assert_eq!(ok("get deleted", tier.get(&key).await), None, "deleted");
+    assert!(
+        !ok(
+            tier,
+            "delete again, if absent",
+            tier.delete(&key, Condition::IfAbsent).await
+        ),
+        "{name}: delete of an absent key is false (IfAbsent reads as None)"
+    );
     assert_eq!(
-        ok("head deleted", tier.head(&key).await),
+        ok(tier, "get deleted", tier.get(&key).await),
         None,
-        "deleted (head)"
+        "{name}: deleted"
+    );
+    assert_eq!(
+        ok(tier, "head deleted", tier.head(&key).await),
+        None,
+        "{name}: deleted (head)"
     );
 }
 
 async fn check_list(tier: &dyn Tier) {
+    let name = tier.name();
     let names = [
         "list/dir/b",
         "list/other/z",
@@ -303,45 +549,47 @@ async fn check_list(tier: &dyn Tier) {
         "list/dirx",
         "list/dir/a",
     ];
-    for name in names {
+    for key in names {
         ok(
+            tier,
             "put for list",
             tier.put(
-                &kv(name),
-                Bytes::from(name.as_bytes().to_vec()),
+                &kv(key),
+                Bytes::from(key.as_bytes().to_vec()),
                 PutOptions::default(),
             )
             .await,
         );
     }
-    let keys = |listed: Vec<crate::Listed>| {
+    let keys = |listed: Vec<Listed>| {
         listed
             .into_iter()
             .map(|l| {
                 let Key::Kv(k) = &l.key else {
-                    panic!("list of a KV prefix returned {:?}", l.key)
+                    panic!("{name}: list of a KV prefix returned {:?}", l.key)
                 };
-                assert_eq!(l.meta.etag, ETag::of(k.key().as_bytes()), "listed meta");
+                assert_eq!(
+                    l.meta.etag,
+                    ETag::of(k.key().as_bytes()),
+                    "{name}: listed meta"
+                );
                 k.key().to_owned()
             })
             .collect::<Vec<_>>()
     };
-    let prefix = |p: &str| match Prefix::kv(NAMESPACE, p) {
-        Ok(p) => p,
-        Err(e) => panic!("prefix {p:?}: {e}"),
-    };
+    let prefix = |p: &str| prefix_in(NAMESPACE, p);
     assert_eq!(
-        keys(ok("list dir/", tier.list(&prefix("list/dir/")).await)),
+        keys(ok(tier, "list dir/", tier.list(&prefix("list/dir/")).await)),
         ["list/dir/a", "list/dir/b", "list/dir/sub/c"],
-        "list by folder prefix, in key order"
+        "{name}: list by folder prefix, in key order"
     );
     assert_eq!(
-        keys(ok("list dir", tier.list(&prefix("list/dir")).await)),
+        keys(ok(tier, "list dir", tier.list(&prefix("list/dir")).await)),
         ["list/dir/a", "list/dir/b", "list/dir/sub/c", "list/dirx"],
-        "a prefix is a string prefix, not only a folder"
+        "{name}: a prefix is a string prefix, not only a folder"
     );
     assert_eq!(
-        keys(ok("list all", tier.list(&prefix("list/")).await)),
+        keys(ok(tier, "list all", tier.list(&prefix("list/")).await)),
         [
             "list/dir/a",
             "list/dir/b",
@@ -349,94 +597,212 @@ async fn check_list(tier: &dyn Tier) {
             "list/dirx",
             "list/other/z"
         ],
-        "list everything under list/"
+        "{name}: list everything under list/"
     );
-    let other = match Prefix::kv("conformance-other", "") {
-        Ok(p) => p,
-        Err(e) => panic!("prefix: {e}"),
-    };
-    assert!(
-        ok("list another namespace", tier.list(&other).await).is_empty(),
-        "namespaces are separate"
+
+    // A whole namespace lists only itself, with sizes.
+    for (ns, key) in [
+        (LIST_NAMESPACE, "b"),
+        (LIST_NAMESPACE, "a/2"),
+        (LIST_NAMESPACE, "a10"),
+        (LIST_NAMESPACE, "a/1"),
+        (LIST_NAMESPACE, "a/1/x"),
+        (OTHER_NAMESPACE, "a/0"),
+    ] {
+        ok(
+            tier,
+            "put for list",
+            tier.put(
+                &key_in(ns, key),
+                Bytes::from(key.to_owned()),
+                PutOptions::default(),
+            )
+            .await,
+        );
+    }
+    let full =
+        |listed: &[Listed]| -> Vec<String> { listed.iter().map(|l| l.key.to_string()).collect() };
+    let under_a = ok(
+        tier,
+        "list a/",
+        tier.list(&prefix_in(LIST_NAMESPACE, "a/")).await,
+    );
+    let sizes: Vec<u64> = under_a.iter().map(|l| l.meta.size).collect();
+    let lst = |k: &str| format!("{LIST_NAMESPACE}/{k}");
+    assert_eq!(
+        (full(&under_a), sizes),
+        (vec![lst("a/1"), lst("a/1/x"), lst("a/2")], vec![3, 5, 3]),
+        "{name}: list of a/ in key order with metas"
+    );
+    let all = ok(
+        tier,
+        "list a namespace",
+        tier.list(&prefix_in(LIST_NAMESPACE, "")).await,
+    );
+    assert_eq!(
+        full(&all),
+        [lst("a/1"), lst("a/1/x"), lst("a/2"), lst("a10"), lst("b")],
+        "{name}: list of a whole namespace, only it, in key order"
+    );
+    let other = ok(
+        tier,
+        "list another namespace",
+        tier.list(&prefix_in(OTHER_NAMESPACE, "")).await,
+    );
+    assert_eq!(
+        full(&other),
+        [format!("{OTHER_NAMESPACE}/a/0")],
+        "{name}: namespaces are separate"
+    );
+}
+
+/// [`Tier::revalidate`]: the current ETag is `NotModified` with the meta, an old one
+/// `Modified` with the new entry, a deleted entry `Missing`.
+async fn check_revalidate(tier: &dyn Tier) {
+    let name = tier.name();
+    let key = kv("revalidate/config.json");
+    let v1 = ok(
+        tier,
+        "put for revalidate",
+        tier.put(
+            &key,
+            Bytes::from_static(b"{\"a\":1}"),
+            PutOptions::default(),
+        )
+        .await,
+    );
+    match ok(
+        tier,
+        "revalidate current",
+        tier.revalidate(&key, &v1.etag).await,
+    ) {
+        Revalidated::NotModified(meta) => assert_eq!(
+            (meta.etag, meta.size),
+            (v1.etag.clone(), 7),
+            "{name}: not modified carries the meta"
+        ),
+        other => {
+            panic!("{name}: revalidate with the current ETag: expected NotModified, got {other:?}")
+        }
+    }
+    ok(
+        tier,
+        "overwrite for revalidate",
+        tier.put(
+            &key,
+            Bytes::from_static(b"{\"a\":2}"),
+            PutOptions::default(),
+        )
+        .await,
+    );
+    match ok(
+        tier,
+        "revalidate old",
+        tier.revalidate(&key, &v1.etag).await,
+    ) {
+        Revalidated::Modified(entry) => assert_eq!(
+            &entry.body[..],
+            b"{\"a\":2}",
+            "{name}: modified carries the new entry"
+        ),
+        other => panic!("{name}: revalidate with an old ETag: expected Modified, got {other:?}"),
+    }
+    ok(
+        tier,
+        "delete for revalidate",
+        tier.delete(&key, Condition::None).await,
+    );
+    assert_eq!(
+        ok(
+            tier,
+            "revalidate deleted",
+            tier.revalidate(&key, &v1.etag).await
+        ),
+        Revalidated::Missing,
+        "{name}: revalidating a deleted entry"
     );
 }
 
 async fn check_ttl(tier: &dyn Tier) {
+    let name = tier.name();
     let long = kv("ttl/long");
     let before = SystemTime::now();
     let meta = ok(
+        tier,
         "put with ttl",
         tier.put(
             &long,
             Bytes::from_static(b"fresh"),
-            PutOptions {
-                ttl: Some(Duration::from_secs(3600)),
-                ..Default::default()
-            },
+            opts(None, Some(Duration::from_secs(3600)), Condition::None),
         )
         .await,
     );
     let at = meta
         .expires_at
-        .unwrap_or_else(|| panic!("a ttl gives an expiry"));
+        .unwrap_or_else(|| panic!("{name}: a ttl gives an expiry"));
     let lo = before + Duration::from_secs(3599);
     let hi = SystemTime::now() + Duration::from_secs(3601);
-    assert!(at > lo && at < hi, "expiry is about now + ttl");
-    let got = ok("head with ttl", tier.head(&long).await)
-        .unwrap_or_else(|| panic!("head with ttl: found"));
+    assert!(at > lo && at < hi, "{name}: expiry is about now + ttl");
+    let got = ok(tier, "head with ttl", tier.head(&long).await)
+        .unwrap_or_else(|| panic!("{name}: head with ttl: found"));
     let got_at = got
         .expires_at
-        .unwrap_or_else(|| panic!("the expiry is stored"));
+        .unwrap_or_else(|| panic!("{name}: the expiry is stored"));
     assert!(
         got_at > lo && got_at < hi,
-        "stored expiry is about now + ttl"
+        "{name}: stored expiry is about now + ttl"
     );
 
+    // One second: the shortest TTL every tier can hold (the server's API takes whole seconds).
     let short = kv("ttl/short");
     ok(
+        tier,
         "put with a 1 s ttl",
         tier.put(
             &short,
             Bytes::from_static(b"soon stale"),
-            PutOptions {
-                ttl: Some(Duration::from_secs(1)),
-                ..Default::default()
-            },
+            opts(None, Some(Duration::from_secs(1)), Condition::None),
         )
         .await,
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let entry = ok("get expired", tier.get(&short).await)
-        .unwrap_or_else(|| panic!("an expired entry is still returned, as stored"));
-    assert_eq!(&entry.body[..], b"soon stale", "expired body as stored");
+    let entry = ok(tier, "get expired", tier.get(&short).await)
+        .unwrap_or_else(|| panic!("{name}: an expired entry is still returned, as stored"));
+    assert_eq!(
+        &entry.body[..],
+        b"soon stale",
+        "{name}: expired body as stored"
+    );
     assert!(
         entry.meta.is_expired_at(SystemTime::now()),
-        "its expiry is in the past"
+        "{name}: its expiry is in the past"
     );
 }
 
 /// Writers racing on one entry: of 8 compare-and-sets from the same ETag exactly one wins, and
 /// of 8 create-onlys on an absent key exactly one wins.
 async fn check_racing_writers(tier: &dyn Tier) {
+    let name = tier.name();
     let key = kv("race/cas");
     let base = ok(
+        tier,
         "put for race",
         tier.put(&key, Bytes::from_static(b"0"), PutOptions::default())
             .await,
     );
     let writes = (1..=8u8).map(|i| {
-        let options = PutOptions {
-            condition: Condition::IfMatch(base.etag.clone()),
-            ..Default::default()
-        };
-        tier.put(&key, Bytes::from(vec![b'0' + i]), options)
+        tier.put(
+            &key,
+            Bytes::from(vec![b'0' + i]),
+            opts(None, None, Condition::IfMatch(base.etag.clone())),
+        )
     });
     let results = futures_util::future::join_all(writes).await;
     let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(
         won.len(),
         1,
-        "exactly one compare-and-set wins: {results:?}"
+        "{name}: exactly one compare-and-set wins: {results:?}"
     );
     for lost in results.iter().filter(|r| r.is_err()) {
         assert!(
@@ -447,43 +813,113 @@ async fn check_racing_writers(tier: &dyn Tier) {
                     ..
                 })
             ),
-            "a losing compare-and-set is a PreconditionFailed: {lost:?}"
+            "{name}: a losing compare-and-set is a PreconditionFailed: {lost:?}"
         );
     }
-    let stored = ok("get after race", tier.get(&key).await)
-        .unwrap_or_else(|| panic!("get after race: found"));
+    let stored = ok(tier, "get after race", tier.get(&key).await)
+        .unwrap_or_else(|| panic!("{name}: get after race: found"));
     assert_eq!(
         stored.meta.etag, won[0].etag,
-        "the winner's write is the one stored"
+        "{name}: the winner's write is the one stored"
     );
 
     let fresh = kv("race/create");
     let creates = (1..=8u8).map(|i| {
-        let options = PutOptions {
-            condition: Condition::IfAbsent,
-            ..Default::default()
-        };
-        tier.put(&fresh, Bytes::from(vec![b'0' + i]), options)
+        tier.put(
+            &fresh,
+            Bytes::from(vec![b'0' + i]),
+            opts(None, None, Condition::IfAbsent),
+        )
     });
     let results = futures_util::future::join_all(creates).await;
     assert_eq!(
         results.iter().filter(|r| r.is_ok()).count(),
         1,
-        "exactly one create-only wins: {results:?}"
+        "{name}: exactly one create-only wins: {results:?}"
     );
 }
 
 fn check_invalid_keys() {
-    for (ns, key) in [
-        ("conformance", "../x"),
-        ("conformance", "/abs"),
-        ("Bad", "x"),
-    ] {
+    for (ns, key) in [(NAMESPACE, "../x"), (NAMESPACE, "/abs"), ("Bad", "x")] {
         assert!(
             matches!(KvKey::new(ns, key), Err(StoreError::InvalidKey { .. })),
             "{ns}/{key} is refused"
         );
     }
+}
+
+/// `tasks` concurrent writers (spawned tokio tasks) each add 1 to a counter `rounds` times with
+/// compare-and-set (read, `IfMatch` the read ETag or `IfAbsent`, retry on
+/// `PreconditionFailed`); the counter must end at `tasks * rounds`: a lost update means the
+/// condition was not atomic. The counter is `conformance/cas/counter` (absent at the start).
+/// Errors name the tier and what broke.
+pub async fn check_compare_and_set_is_atomic(
+    tier: Arc<dyn Tier>,
+    tasks: u64,
+    rounds: u64,
+) -> Result<(), String> {
+    let key = kv("cas/counter");
+    let start = read_counter(&*tier, &key).await?;
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (tier, key) = (Arc::clone(&tier), key.clone());
+        handles.push(tokio::spawn(async move {
+            increment(&*tier, &key, rounds).await
+        }));
+    }
+    for h in handles {
+        h.await.map_err(|e| e.to_string())??;
+    }
+    let value = read_counter(&*tier, &key).await?;
+    if value != start + tasks * rounds {
+        return Err(format!(
+            "{}: counter is {value}, want {}: lost updates",
+            tier.name(),
+            start + tasks * rounds
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a counter written by [`increment`] (absent: 0).
+pub async fn read_counter(tier: &dyn Tier, key: &Key) -> Result<u64, String> {
+    let fail =
+        |what: &str, got: &dyn std::fmt::Debug| format!("{}: {what}; got {got:?}", tier.name());
+    match tier.get(key).await.map_err(|e| fail("get counter", &e))? {
+        None => Ok(0),
+        Some(e) => std::str::from_utf8(&e.body)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| fail("a counter is a number", &e.body)),
+    }
+}
+
+/// Adds 1 to the counter at `key`, `rounds` times, by compare-and-set.
+pub async fn increment(tier: &dyn Tier, key: &Key, rounds: u64) -> Result<(), String> {
+    let fail =
+        |what: &str, got: &dyn std::fmt::Debug| format!("{}: {what}; got {got:?}", tier.name());
+    for _ in 0..rounds {
+        loop {
+            let current = tier.get(key).await.map_err(|e| fail("get counter", &e))?;
+            let (value, condition) = match &current {
+                None => (0, Condition::IfAbsent),
+                Some(e) => (
+                    std::str::from_utf8(&e.body)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .unwrap_or(0),
+                    Condition::IfMatch(e.meta.etag.clone()),
+                ),
+            };
+            let next = Bytes::from((value + 1).to_string());
+            match tier.put(key, next, opts(None, None, condition)).await {
+                Ok(_) => break,
+                Err(StoreError::PreconditionFailed { .. }) => tokio::task::yield_now().await,
+                Err(e) => return Err(fail("counter put", &e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 pub use moto::Moto;

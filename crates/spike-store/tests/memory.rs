@@ -1,7 +1,6 @@
 //! The memory tier: the shared contract, its byte bound, its stale window, and its metrics.
 
 mod recorded;
-mod tier_suite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use metrics_util::debugging::DebuggingRecorder;
 use recorded::Recorded;
+use spike_store::conformance;
 use spike_store::{Key, MemoryTier, Metered, PutOptions, StoreError, Tier};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -17,17 +17,15 @@ fn kv(key: &str) -> Result<Key, StoreError> {
     Key::kv("mem", key)
 }
 
-#[tokio::test]
-async fn memory_tier_keeps_the_tier_contract() -> TestResult {
-    let tier = MemoryTier::new(16 * 1024 * 1024);
-    tier_suite::check_tier(&tier).await?;
-    Ok(())
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_tier_keeps_the_tier_contract() {
+    conformance::check_tier(Arc::new(MemoryTier::new(16 * 1024 * 1024))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_compare_and_set_is_atomic_under_concurrent_writers() -> TestResult {
     let tier: Arc<dyn Tier> = Arc::new(MemoryTier::new(1024 * 1024));
-    tier_suite::check_compare_and_set_is_atomic(tier, 8, 200).await?;
+    conformance::check_compare_and_set_is_atomic(tier, 8, 200).await?;
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! `ObjectTier` passes the shared conformance suite on a local folder and on a real
 //! S3-protocol server (moto_server on loopback).
 
+use std::sync::Arc;
+
 use spike_store::conformance::{check_tier, Moto};
 use spike_store::{Key, ObjectTier, PutOptions, Tier};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_tier_on_a_local_folder_passes_the_suite() -> Result<(), Box<dyn std::error::Error>>
 {
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
@@ -12,7 +14,7 @@ async fn object_tier_on_a_local_folder_passes_the_suite() -> Result<(), Box<dyn 
     recorder.install()?;
     let dir = tempfile::tempdir()?;
     let tier = ObjectTier::from_url(&dir.path().join("objects").display().to_string())?;
-    check_tier(&tier).await;
+    check_tier(Arc::new(tier)).await;
     // The same folder through a file:// URL sees what the first tier wrote.
     let url = format!("file://{}", dir.path().join("objects").display());
     let again = ObjectTier::from_url(&url)?;
@@ -51,12 +53,12 @@ async fn object_tier_refuses_unknown_urls() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_tier_on_s3_passes_the_suite() -> Result<(), Box<dyn std::error::Error>> {
     // Never skipped: if moto cannot be installed or started this fails with the reason.
     let moto = Moto::start()?;
     let tier = moto.tier("suite", "some/prefix").await?;
-    check_tier(&tier).await;
+    check_tier(Arc::new(tier)).await;
 
     // The URL form, configured from the environment the way `spike serve --object-store` is.
     moto.create_bucket("byurl").await?;

@@ -2,14 +2,13 @@
 //! byte bound, damaged and foreign files moved aside, a full disk, and two processes sharing
 //! one database.
 
-mod tier_suite;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use spike_store::conformance;
 use spike_store::{Key, Prefix, PutOptions, SqliteOptions, SqliteTier, StoreError, Tier};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -39,11 +38,10 @@ fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     found
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_tier_keeps_the_tier_contract() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let tier = open(&dir.path().join("store.db"))?;
-    tier_suite::check_tier(&tier).await?;
+    conformance::check_tier(Arc::new(open(&dir.path().join("store.db"))?)).await;
     Ok(())
 }
 
@@ -51,7 +49,7 @@ async fn sqlite_tier_keeps_the_tier_contract() -> TestResult {
 async fn sqlite_compare_and_set_is_atomic_under_concurrent_writers() -> TestResult {
     let dir = tempfile::tempdir()?;
     let tier: Arc<dyn Tier> = Arc::new(open(&dir.path().join("store.db"))?);
-    tier_suite::check_compare_and_set_is_atomic(tier, 4, 50).await?;
+    conformance::check_compare_and_set_is_atomic(tier, 4, 50).await?;
     Ok(())
 }
 
@@ -317,7 +315,7 @@ fn share_the_database(path: &Path, me: &str, other: &str) -> TestResult {
                 PutOptions::default(),
             )
             .await?;
-            tier_suite::increment(&tier, &counter, 1).await?;
+            conformance::increment(&tier, &counter, 1).await?;
             if i % 10 == 0 {
                 for listed in tier
                     .list(&Prefix::kv("shared", format!("{other}/"))?)
@@ -371,7 +369,7 @@ fn two_processes_share_one_database() -> TestResult {
         .build()?;
     runtime.block_on(async {
         let tier = open(&path)?;
-        let counter = tier_suite::read_counter(&tier, &Key::kv("shared", "counter")?).await?;
+        let counter = conformance::read_counter(&tier, &Key::kv("shared", "counter")?).await?;
         assert_eq!(
             counter,
             2 * WRITES_PER_PROCESS,

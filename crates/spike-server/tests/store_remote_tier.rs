@@ -1,9 +1,11 @@
 //! `RemoteTier` against a real `spike_server::Server` on loopback: the shared conformance suite
 //! through HTTP with tokens, ETag revalidation, and the circuit breaker when the server stops,
-//! hangs, and comes back on the same port.
+//! hangs, and comes back on the same port. (Here rather than in spike-store's tests: spike-store
+//! sits below the server, so its tests may not depend on it.)
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,8 +51,8 @@ async fn remote_tier_passes_the_suite_and_revalidates() -> TestResult {
     let running = serve(dir.path(), listener).await?;
     let mut config = RemoteConfig::new(format!("http://{addr}"));
     config.token = Some(token()?);
-    let remote = RemoteTier::new(config)?;
-    check_tier(&remote).await;
+    let remote = Arc::new(RemoteTier::new(config)?);
+    check_tier(remote.clone()).await;
 
     let key = Key::kv("app", "config.json")?;
     let v1 = remote
