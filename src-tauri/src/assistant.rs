@@ -323,7 +323,9 @@ impl Assistant {
     ///
     /// Errors: [`DesktopError::BadRequest`] for an unknown (or already decided) proposal,
     /// [`DesktopError::ReadOnly`] in a view-only room, [`DesktopError::AiEdit`] when the room
-    /// changed so that an edit no longer fits (nothing is applied then).
+    /// changed so that an edit no longer fits, or a collaborator's edit landed in a file between
+    /// validation and application (`spike_collab::CollabError::TextChanged`: that file is left
+    /// as it is; see [`spike_ai::apply_to_session`]); ask again to re-propose.
     pub(crate) fn apply(&self, room: &Room, id: u64) -> Result<Vec<String>, DesktopError> {
         if room.read_only() {
             return Err(DesktopError::ReadOnly(room.name().to_owned()));

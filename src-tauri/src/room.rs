@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use spike_collab::{minimal_edits, Presence, Session, SessionConfig, SessionStatus, TextEdit};
+use spike_collab::{Presence, Session, SessionConfig, SessionStatus, TextEdit};
 use tokio::sync::watch;
 
 use crate::DesktopError;
@@ -19,6 +19,10 @@ use crate::DesktopError;
 /// Largest update the UI may push in one IPC call. A keystroke is tens of bytes and pasting a big
 /// file a few hundred kilobytes; anything larger is refused rather than logged.
 pub const MAX_UPDATE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many times [`Room::format_file`] recomputes a format that collaborators' edits keep
+/// overtaking before it reports [`spike_collab::CollabError::TextChanged`].
+pub const FORMAT_ATTEMPTS: u32 = 5;
 
 /// Where updates for the UI replica go (a Tauri channel in the app, a vector in tests).
 pub type UpdateSink = Box<dyn Fn(Vec<u8>) + Send + Sync>;
@@ -273,29 +277,35 @@ impl Room {
         Ok(self.session.edit(path, edits)?)
     }
 
-    /// Formats `path` with spike-format and applies the result as the minimal list of edits.
-    /// Returns whether anything changed.
+    /// Formats `path` with spike-format and applies the result as the minimal list of edits
+    /// ([`Session::replace_text`]). When a collaborator's edit lands between reading the text
+    /// and writing the format, nothing is applied and the format is recomputed from the current
+    /// text (up to [`FORMAT_ATTEMPTS`] times), so the collaborator's edit survives and is
+    /// formatted too. Returns whether anything changed.
     ///
-    /// Errors: [`DesktopError::Collab`] (no such file, or the text changed under the format so
-    /// that an edit no longer fits), [`DesktopError::Format`] (syntax error, unsupported
-    /// extension, too large).
+    /// Errors: [`DesktopError::Collab`] (no such file, or
+    /// [`spike_collab::CollabError::TextChanged`] when the text changed under every attempt),
+    /// [`DesktopError::Format`] (syntax error, unsupported extension, too large).
     pub fn format_file(&self, path: &str) -> Result<bool, DesktopError> {
         let _guard = self.writer()?;
-        let source = self
-            .session
-            .read(path)
-            .ok_or_else(|| spike_collab::CollabError::NoSuchFile(path.to_owned()))?;
-        let Some(formatted) =
-            spike_format::format(path, &source, &spike_format::FormatConfig::default())?
-        else {
-            return Ok(false);
-        };
-        let edits = minimal_edits(&source, &formatted);
-        if edits.is_empty() {
-            return Ok(false);
+        let mut attempt = 1;
+        loop {
+            let source = self
+                .session
+                .read(path)
+                .ok_or_else(|| spike_collab::CollabError::NoSuchFile(path.to_owned()))?;
+            let Some(formatted) =
+                spike_format::format(path, &source, &spike_format::FormatConfig::default())?
+            else {
+                return Ok(false);
+            };
+            match self.session.replace_text(path, &source, &formatted) {
+                Err(spike_collab::CollabError::TextChanged { .. }) if attempt < FORMAT_ATTEMPTS => {
+                    attempt += 1;
+                }
+                changed => return Ok(changed?),
+            }
         }
-        self.session.edit(path, &edits)?;
-        Ok(true)
     }
 }
 
@@ -524,10 +534,10 @@ pub(crate) mod tests {
         let server = TestServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let room = server.open(dir.path(), "preview-source", false);
-        for (path, text) in spike_collab::example::FILES {
+        for (path, text) in spike_templates::example::FILES {
             room.create_file(path, text).expect("create");
         }
-        for (key, value) in spike_collab::example::META {
+        for (key, value) in spike_templates::example::META {
             room.set_meta(key, value).expect("meta");
         }
         let source: &dyn ModuleSource = &room;

@@ -11,7 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_APP = (ROOT / "crates/spike-collab/example/App.tsx").read_text()
+EXAMPLE_APP = (ROOT / "crates/spike-templates/example/App.tsx").read_text()
 TITLE_LINE = next(i for i, l in enumerate(EXAMPLE_APP.splitlines(), 1) if "Hello from Spike" in l)
 APP_LINE = next(i for i, l in enumerate(EXAMPLE_APP.splitlines(), 1) if "export default function App" in l)
 TIMEOUT = 20.0

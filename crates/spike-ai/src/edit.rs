@@ -321,6 +321,36 @@ pub enum FileChange {
 ///
 /// Errors: the first invalid edit's [`EditError`]; then no change is returned at all.
 pub fn plan_edits(doc: &RoomDoc, edits: &[Edit]) -> Result<Vec<FileChange>, EditError> {
+    Ok(plan_texts(doc, edits)?
+        .into_iter()
+        .map(PlannedText::into_change)
+        .collect())
+}
+
+/// One file a batch changes: its text in the room (`None`: the batch creates it) and after.
+struct PlannedText {
+    path: String,
+    before: Option<String>,
+    after: String,
+}
+
+impl PlannedText {
+    fn into_change(self) -> FileChange {
+        match self.before {
+            None => FileChange::Create {
+                path: self.path,
+                text: self.after,
+            },
+            Some(before) => FileChange::Edit {
+                edits: minimal_edits(&before, &self.after),
+                path: self.path,
+            },
+        }
+    }
+}
+
+/// [`plan_edits`] as whole texts: the files that change, with their texts before and after.
+fn plan_texts(doc: &RoomDoc, edits: &[Edit]) -> Result<Vec<PlannedText>, EditError> {
     // path → (text in the room, or None for a file this batch creates; text after the edits)
     let mut files: BTreeMap<String, (Option<String>, String)> = BTreeMap::new();
     for edit in edits {
@@ -346,12 +376,11 @@ pub fn plan_edits(doc: &RoomDoc, edits: &[Edit]) -> Result<Vec<FileChange>, Edit
     }
     Ok(files
         .into_iter()
-        .filter_map(|(path, (before, after))| match before {
-            None => Some(FileChange::Create { path, text: after }),
-            Some(before) => {
-                let edits = minimal_edits(&before, &after);
-                (!edits.is_empty()).then_some(FileChange::Edit { path, edits })
-            }
+        .filter(|(_, (before, after))| before.as_ref() != Some(after))
+        .map(|(path, (before, after))| PlannedText {
+            path,
+            before,
+            after,
         })
         .collect())
 }
@@ -439,12 +468,12 @@ fn apply_one(text: &str, edit: &Edit) -> Result<String, EditError> {
 ///
 /// Errors: as [`plan_edits`]; nothing is applied then.
 pub fn apply_to_doc(doc: &RoomDoc, edits: &[Edit]) -> Result<Vec<Vec<u8>>, EditError> {
-    let plan = plan_edits(doc, edits)?;
+    let plan = plan_texts(doc, edits)?;
     let mut updates = Vec::new();
-    for change in &plan {
-        let update = match change {
-            FileChange::Create { path, text } => doc.create_file(path, text)?,
-            FileChange::Edit { path, edits } => doc.edit(path, edits)?,
+    for file in &plan {
+        let update = match &file.before {
+            None => doc.create_file(&file.path, &file.after)?,
+            Some(before) => doc.replace_text(&file.path, before, &file.after)?,
         };
         updates.extend(update);
     }
@@ -452,17 +481,23 @@ pub fn apply_to_doc(doc: &RoomDoc, edits: &[Edit]) -> Result<Vec<Vec<u8>>, EditE
 }
 
 /// Validates `edits` against the session's replica and applies them through the session, so
-/// they are logged and sent to the room like a person's typing. Returns what was changed.
+/// they are logged and sent to the room like a person's typing: each changed file through
+/// [`Session::replace_text`], only if it still holds the text the edits were validated against.
+/// Returns what was changed.
 ///
-/// Errors: as [`plan_edits`], or [`EditError::Room`] when a collaborator's edit landed between
-/// validation and application and made an edit out of range.
+/// Errors: as [`plan_edits`], or [`EditError::Room`] with [`CollabError::TextChanged`] when a
+/// collaborator's edit landed in a file between validation and application (that file is left
+/// as it is; files earlier in the batch are already changed): re-propose against the current
+/// text, or report it.
 pub fn apply_to_session(session: &Session, edits: &[Edit]) -> Result<Vec<FileChange>, EditError> {
-    let plan = session.with_doc(|doc| plan_edits(doc, edits))?;
-    for change in &plan {
-        match change {
-            FileChange::Create { path, text } => session.create_file(path, text)?,
-            FileChange::Edit { path, edits } => session.edit(path, edits)?,
+    let plan = session.with_doc(|doc| plan_texts(doc, edits))?;
+    for file in &plan {
+        match &file.before {
+            None => session.create_file(&file.path, &file.after)?,
+            Some(before) => {
+                session.replace_text(&file.path, before, &file.after)?;
+            }
         }
     }
-    Ok(plan)
+    Ok(plan.into_iter().map(PlannedText::into_change).collect())
 }

@@ -8,7 +8,7 @@ use crate::{files, fmt, transpile};
 
 /// The example project: a React app in TSX, written by this repository (it lives in
 /// spike-collab, which also seeds new rooms from it).
-pub use spike_collab::example::FILES;
+pub use spike_templates::example::FILES;
 
 /// Arguments of `spike example`.
 #[derive(clap::Args)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use similar::{Algorithm, DiffOp, TextDiff};
 
-use crate::TextEdit;
+use crate::{CollabError, RoomDoc, TextEdit};
 
 /// How long the diff may search for a minimal script before settling for a larger (still
 /// correct) one.
@@ -73,6 +73,48 @@ pub fn minimal_edits(old: &str, new: &str) -> Vec<TextEdit> {
         at += inserted;
     }
     edits
+}
+
+impl RoomDoc {
+    /// Replaces the text of `path`, which the caller read as `expected_old`, with `new`, as the
+    /// [`minimal_edits`] between the two (so concurrent edits elsewhere in the file and cursors
+    /// survive), but only if the file still holds exactly `expected_old`. Returns the update
+    /// (lib0 v1) to send, or `None` when `new == expected_old`.
+    ///
+    /// The check and the edits are separate transactions: a caller sharing the document with
+    /// other writers must hold them off meanwhile ([`crate::Session::replace_text`] does, under
+    /// its replica lock).
+    ///
+    /// Errors: [`CollabError::NoSuchFile`]; [`CollabError::TextChanged`] when the text is not
+    /// `expected_old` (nothing applied: re-read, recompute and retry).
+    pub fn replace_text(
+        &self,
+        path: &str,
+        expected_old: &str,
+        new: &str,
+    ) -> Result<Option<Vec<u8>>, CollabError> {
+        apply_if_unchanged(self, path, expected_old, &minimal_edits(expected_old, new))
+    }
+}
+
+/// Applies `edits` (computed against `expected_old`) to `path` if it still holds exactly
+/// `expected_old`: the one place where whole-text replacements reach a document.
+///
+/// Errors: [`CollabError::NoSuchFile`], [`CollabError::TextChanged`] (nothing applied).
+pub(crate) fn apply_if_unchanged(
+    doc: &RoomDoc,
+    path: &str,
+    expected_old: &str,
+    edits: &[TextEdit],
+) -> Result<Option<Vec<u8>>, CollabError> {
+    match doc.read(path) {
+        None => Err(CollabError::NoSuchFile(path.to_owned())),
+        Some(current) if current != expected_old => Err(CollabError::TextChanged {
+            path: path.to_owned(),
+        }),
+        Some(_) if edits.is_empty() => Ok(None),
+        Some(_) => doc.edit(path, edits),
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +204,27 @@ mod tests {
         // "const s = \"" is 11 units, the emoji 2, the quote 1: the spaces start at 14.
         assert_eq!(edits, vec![TextEdit::delete(14, 2)]);
         assert_eq!(apply(old, &edits), new);
+    }
+
+    #[test]
+    fn replace_text_applies_only_over_the_expected_text() -> Result<(), CollabError> {
+        let doc = RoomDoc::new();
+        doc.create_file("a.ts", "const  a=1")?;
+        let err = doc.replace_text("a.ts", "const a=1", "const a = 1;");
+        assert!(matches!(err, Err(CollabError::TextChanged { ref path }) if path == "a.ts"));
+        assert_eq!(doc.read("a.ts").as_deref(), Some("const  a=1"));
+        assert!(doc
+            .replace_text("a.ts", "const  a=1", "const  a=1")?
+            .is_none());
+        assert!(doc
+            .replace_text("a.ts", "const  a=1", "const a = 1;")?
+            .is_some());
+        assert_eq!(doc.read("a.ts").as_deref(), Some("const a = 1;"));
+        assert!(matches!(
+            doc.replace_text("b.ts", "", "x"),
+            Err(CollabError::NoSuchFile(_))
+        ));
+        Ok(())
     }
 
     #[test]

@@ -29,6 +29,14 @@ pub enum CollabError {
         /// The text's length before the edit.
         len: u32,
     },
+    /// A whole-text replacement ([`crate::Session::replace_text`], [`crate::RoomDoc::replace_text`])
+    /// found the file no longer holding the text it was computed from (a collaborator's edit
+    /// landed between the caller's read and its write); nothing was applied. Re-read and retry.
+    #[error("{path:?} changed since it was read; nothing applied (re-read and retry)")]
+    TextChanged {
+        /// The file.
+        path: String,
+    },
     /// An edit boundary falls between the two UTF-16 code units of an astral character.
     #[error("edit of {path:?} splits a surrogate pair at UTF-16 offset {offset}")]
     SplitsSurrogatePair {

@@ -16,6 +16,10 @@
 //! - [`Session`]: a client of one room over tokio-tungstenite: sync handshake, streaming updates
 //!   both ways, awareness, reconnect with exponential backoff and jitter forever while open, and
 //!   its [`SessionState`] (offline / connecting / syncing / synced) for observers.
+//!   [`Session::replace_text`] is the one way a whole-text change (a format, a mirrored file
+//!   save, an accepted assistant edit) reaches a room: the [`minimal_edits`] from the text the
+//!   caller read, applied under the replica lock only if the file still holds that text
+//!   ([`CollabError::TextChanged`] otherwise, so the caller re-reads and retries).
 //!
 //! ```
 //! use spike_collab::{RoomDoc, TextEdit};
@@ -32,7 +36,6 @@ pub mod bounds;
 mod diff;
 mod doc;
 mod error;
-pub mod example;
 pub mod link;
 mod log;
 pub mod protocol;

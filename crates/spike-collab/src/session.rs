@@ -452,14 +452,48 @@ impl Session {
         Ok(())
     }
 
+    /// Replaces the text of `path` with `new` as the minimal CRDT edits from `expected_old` (the
+    /// text the caller read and computed `new` from), if and only if the file still holds exactly
+    /// `expected_old`. The check and the edits happen under the replica lock, so no remote update
+    /// can land between them; the diff itself is computed before taking the lock. This is the
+    /// one way whole-text changes (a format, a file saved on disk, an accepted assistant edit)
+    /// reach a room: collaborators' concurrent edits elsewhere in the file and every cursor
+    /// survive, and offsets never land on characters they were not computed for.
+    ///
+    /// Offsets are internal: the edits are [`crate::minimal_edits`] in UTF-16 code units, but
+    /// callers pass and get whole texts. Returns whether anything changed (`false` when
+    /// `new == expected_old`); a change is logged and sent like any local edit.
+    ///
+    /// Errors: [`CollabError::NoSuchFile`]; [`CollabError::TextChanged`] when the file no longer
+    /// holds `expected_old` (a collaborator's edit landed after the caller's read): nothing is
+    /// applied, and the caller re-reads and retries (recompute a format from the current text,
+    /// merge, or report); log errors.
+    pub fn replace_text(
+        &self,
+        path: &str,
+        expected_old: &str,
+        new: &str,
+    ) -> Result<bool, CollabError> {
+        let edits = crate::diff::minimal_edits(expected_old, new);
+        self.local_changed(|d| crate::diff::apply_if_unchanged(d, path, expected_old, &edits))
+    }
+
     /// Runs a local change, logs its update (durably) and queues it for the server.
     fn local(
         &self,
         f: impl FnOnce(&RoomDoc) -> Result<Option<Vec<u8>>, CollabError>,
     ) -> Result<(), CollabError> {
+        self.local_changed(f).map(|_| ())
+    }
+
+    /// [`Session::local`], returning whether `f` changed anything.
+    fn local_changed(
+        &self,
+        f: impl FnOnce(&RoomDoc) -> Result<Option<Vec<u8>>, CollabError>,
+    ) -> Result<bool, CollabError> {
         let mut r = self.shared.replica();
         let Some(update) = f(&r.doc)? else {
-            return Ok(());
+            return Ok(false);
         };
         r.log_update(&update)?;
         r.local_seq += 1;
@@ -470,7 +504,7 @@ impl Session {
         self.shared.refresh_unconfirmed(unconfirmed);
         drop(r);
         self.shared.bump();
-        Ok(())
+        Ok(true)
     }
 
     /// Publishes this peer's presence.

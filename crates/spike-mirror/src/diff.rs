@@ -1,7 +1,7 @@
-//! The three-way merge through the CRDT (text differences as edits are
-//! [`spike_collab::minimal_edits`]).
+//! The three-way merge through the CRDT (text differences become edits through
+//! [`RoomDoc::replace_text`], i.e. [`spike_collab::minimal_edits`]).
 
-use spike_collab::{minimal_edits, CollabError, RoomDoc};
+use spike_collab::{CollabError, RoomDoc};
 
 /// Merges two descendants of `base` through the CRDT: two scratch replicas start from `base`,
 /// one applies the `base → ours` edits, the other the `base → theirs` edits, and they exchange
@@ -13,8 +13,8 @@ pub fn merge3(base: &str, ours: &str, theirs: &str) -> Result<String, CollabErro
     let b = RoomDoc::with_client_id(2);
     a.create_file(F, base)?;
     b.apply_update(&a.encode_state())?;
-    a.edit(F, &minimal_edits(base, ours))?;
-    b.edit(F, &minimal_edits(base, theirs))?;
+    a.replace_text(F, base, ours)?;
+    b.replace_text(F, base, theirs)?;
     a.apply_update(&b.encode_diff(&a.state_vector()))?;
     Ok(a.read(F).unwrap_or_default())
 }

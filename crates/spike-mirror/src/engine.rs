@@ -13,7 +13,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use sha2::{Digest, Sha256};
-use spike_collab::{validate_path, Session, SessionState};
+use spike_collab::{validate_path, CollabError, Session, SessionState};
 
 use crate::diff::merge3;
 use crate::MirrorError;
@@ -814,19 +814,19 @@ impl Engine {
         Ok(true)
     }
 
-    /// Applies the minimal edits from `room` to `new`, unless the room's text is no longer
-    /// `room` (then `None`: reconcile again).
+    /// Applies the minimal edits from `room` to `new` ([`Session::replace_text`]), unless the
+    /// room's text is no longer `room` (then `None`: reconcile again, merging three ways). The
+    /// count is the number of edits, for the change report.
     fn edit_room(&self, rel: &str, room: &str, new: &str) -> Result<Option<usize>, MirrorError> {
-        let edits = minimal_edits(room, new);
-        // The diff ran without the replica lock; a remote update may have landed meanwhile, and
-        // offsets computed against stale text would hit the wrong characters.
-        if self.session.read(rel).as_deref() != Some(room) {
-            return Ok(None);
+        match self.session.replace_text(rel, room, new) {
+            // A remote update landed since `room` was read: offsets computed against it would hit
+            // the wrong characters, so nothing was applied.
+            Err(CollabError::TextChanged { .. }) => Ok(None),
+            Err(e) => Err(MirrorError::room(rel, e)),
+            Ok(false) => Ok(Some(0)),
+            // Counted again only for the report (the diff of one saved file is cheap).
+            Ok(true) => Ok(Some(minimal_edits(room, new).len())),
         }
-        self.session
-            .edit(rel, &edits)
-            .map_err(|e| MirrorError::room(rel, e))?;
-        Ok(Some(edits.len()))
     }
 
     fn room_to_disk(&mut self, rel: &str, room: Option<String>) -> Result<bool, MirrorError> {

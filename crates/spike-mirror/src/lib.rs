@@ -6,7 +6,8 @@
 //! - **Disk → room**: a recursive watcher (notify + notify-debouncer-full) reports changes; a
 //!   changed file becomes the [`spike_collab::minimal_edits`] between the room's current text and the file
 //!   (UTF-16 offsets), never a replace-all, so collaborators' concurrent edits elsewhere in the
-//!   file survive. Creations, deletions and renames map to the room's file operations.
+//!   file survive; [`spike_collab::Session::replace_text`] applies them only if the room's text
+//!   is still the one they were computed from (else the file is reconciled again). Creations, deletions and renames map to the room's file operations.
 //! - **Room → disk**: remote changes are written atomically (a temporary file in the same folder,
 //!   then a rename). The watcher events those writes cause are recognised by content hash
 //!   (SHA-256 of the bytes last synced), not by timing.

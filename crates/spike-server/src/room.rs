@@ -32,15 +32,15 @@ pub struct Template {
 }
 
 impl Template {
-    /// The example project (`spike_collab::example`) as `example`.
+    /// The example project (`spike_templates::example`) as `example`.
     pub fn example() -> Self {
         Self {
             name: "example".into(),
-            files: spike_collab::example::FILES
+            files: spike_templates::example::FILES
                 .iter()
                 .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
                 .collect(),
-            meta: spike_collab::example::META
+            meta: spike_templates::example::META
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),

@@ -104,7 +104,7 @@ async fn simultaneous_joiners_seed_the_template_once() -> TestResult {
     for s in &sessions {
         s.wait_confirmed(T).await?;
     }
-    let expected: std::collections::BTreeMap<String, String> = spike_collab::example::FILES
+    let expected: std::collections::BTreeMap<String, String> = spike_templates::example::FILES
         .iter()
         .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
         .collect();
