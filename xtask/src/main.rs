@@ -473,7 +473,8 @@ fn bench_engine(root: &Path, extra: &[&String]) -> anyhow::Result<()> {
         .arg(node_dir(root))
         .args(extra)
         .current_dir(root))?;
-    // The store: p50/p99 of a hit in the memory and SQLite tiers (crates/spike-store/benches).
+    // The store: p50/p99 of a hit in the memory, SQLite and remote tiers, the remote one on a
+    // spike-server process (crates/spike-store/benches).
     sh(cargo()
         .args(["bench", "-p", "spike-store", "--bench", "tiers"])
         .current_dir(root))?;
