@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{open, session, tcp_from, TestResult, T};
-use spike_collab::{Session, SessionState, TextEdit};
+use spike_collab::{Session, TextEdit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Child;
@@ -30,27 +30,8 @@ async fn spawn_with_nofile(
     data: &Path,
     flags: &[&str],
 ) -> Result<(Child, String), BoxError> {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut child = tokio::process::Command::new("/usr/bin/prlimit")
-        .arg(format!("--nofile={nofile}:{nofile}"))
-        .arg(env!("CARGO_BIN_EXE_spike-server"))
-        .args(["--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .args(flags)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let line = tokio::time::timeout(T, tokio::io::BufReader::new(stdout).lines().next_line())
-        .await??
-        .ok_or("server exited before listening")?;
-    let url = line
-        .strip_prefix("listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .ok_or_else(|| format!("unexpected first line {line:?}"))?
-        .to_owned();
-    Ok((child, url))
+    let limit = format!("--nofile={nofile}:{nofile}");
+    common::spawn_server_under(&["/usr/bin/prlimit", &limit], data, flags).await
 }
 
 /// A limits file in `dir` holding `json`; its path as a flag value.
@@ -162,10 +143,50 @@ async fn slow_readers_are_bounded_in_bytes() -> TestResult {
     let editor = open(session(&url, "big"));
     editor.wait_confirmed(T).await?;
     editor.create_file("big.txt", "")?;
-    let reader = open(session(&url, "big"));
-    reader
-        .wait_doc(T, "big.txt at the reader", |d| d.read("big.txt").is_some())
-        .await?;
+    editor.wait_confirmed(T).await?;
+    // A member that reads every frame as it comes (a raw WebSocket: a debug-build replica
+    // applying megabyte replacements on a loaded 2-core box can itself fall behind, which is not
+    // what this test is about). It counts the document updates it receives and notes a close.
+    let (reader_ws, _) = tokio_tungstenite::connect_async(format!("{url}/big")).await?;
+    let reader = tokio::spawn(async move {
+        let (mut sink, mut stream) = futures_util::StreamExt::split(reader_ws);
+        let (mut updates, mut closed) = (0u64, None);
+        while let Some(msg) = futures_util::StreamExt::next(&mut stream).await {
+            match msg {
+                Ok(tokio_tungstenite::tungstenite::Message::Binary(frame)) => {
+                    for m in spike_collab::protocol::decode_frame(&frame).unwrap_or_default() {
+                        match m {
+                            spike_collab::yrs::sync::Message::Sync(
+                                spike_collab::yrs::sync::SyncMessage::Update(_),
+                            ) => updates += 1,
+                            // Answer the server's sync step 1, as any client does.
+                            spike_collab::yrs::sync::Message::Sync(
+                                spike_collab::yrs::sync::SyncMessage::SyncStep1(_),
+                            ) => {
+                                let empty = spike_collab::protocol::sync_step2(vec![0, 0]);
+                                let _ = futures_util::SinkExt::send(
+                                    &mut sink,
+                                    tokio_tungstenite::tungstenite::Message::Binary(empty.into()),
+                                )
+                                .await;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
+                    closed = Some(format!("{frame:?}"));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    closed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        (updates, closed)
+    });
     // Raw WebSockets that never read a byte: what the room sends them piles up in its queues.
     let mut slow = Vec::new();
     for _ in 0..4 {
@@ -198,42 +219,40 @@ async fn slow_readers_are_bounded_in_bytes() -> TestResult {
         max_rss = max_rss.max(memory(pid)?.0);
     }
     let flood = started.elapsed();
-    reader
-        .wait_doc(T, "the editor's last text at the reader", |d| {
-            d.read("big.txt").as_deref() == Some(last.as_str())
-        })
-        .await?;
-    let caught_up = started.elapsed();
     editor.wait_confirmed(T).await?;
+    let caught_up = started.elapsed();
     let (rss_end, peak) = memory(pid)?;
     let metrics = metrics_text(addr).await?;
     let slow_refusals = refusals(&metrics, "slow_client")?;
-    let status = reader.status();
+    // The server closes the reader at the end (stop); until then it must have had every update.
+    drop(slow);
+    editor.close().await;
+    let mut server = server;
+    server.start_kill()?;
+    let (updates, closed) = tokio::time::timeout(T, reader).await??;
     eprintln!(
-        "slow readers: {rounds} rounds of 1 MB in {flood:.1?}, the reader had the last text \
-         {:.0?} after the last edit; server RSS at start {rss_start} KiB, with 6 members \
+        "slow readers: {rounds} rounds of 1 MB in {flood:.1?}, the editor's last edit was confirmed \
+         {:.0?} after it was made; server RSS at start {rss_start} KiB, with 6 members \
          {rss_joined} KiB, highest sampled {max_rss} KiB, at the end {rss_end} KiB, peak (VmHWM) \
-         {peak} KiB (bound {MAX_PEAK_KIB} KiB); slow_client refusals {slow_refusals}; reader \
-         syncs {}",
+         {peak} KiB (bound {MAX_PEAK_KIB} KiB); slow_client refusals {slow_refusals}; the reader \
+         got {updates} updates, closed by {closed:?}",
         caught_up - flood,
-        status.syncs,
     );
     assert!(
         peak < MAX_PEAK_KIB,
         "the server's peak RSS {peak} KiB is over {MAX_PEAK_KIB} KiB"
     );
-    // Each slow reader was refused once; the reader that reads never was, and stayed connected
-    // through the whole flood (one sync: it never reconnected).
+    // Each slow reader was refused once; the member that reads never was: it received every
+    // replacement and was only closed when the server went away (no close frame naming a limit).
     assert_eq!(slow_refusals, 4);
-    assert_eq!(status.state, SessionState::Synced);
-    assert_eq!(
-        status.syncs, 1,
-        "the reading member was disconnected: {status:?}"
+    assert!(
+        updates >= rounds,
+        "the reader got {updates} of {rounds} updates"
     );
-    assert_eq!(status.last_error, None);
-    drop(slow);
-    editor.close().await;
-    reader.close().await;
+    assert!(
+        !closed.as_deref().unwrap_or("").contains("1013"),
+        "the reading member was refused: {closed:?}"
+    );
     Ok(())
 }
 

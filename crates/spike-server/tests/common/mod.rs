@@ -159,8 +159,27 @@ pub async fn spawn_server_with(
     data: &Path,
     flags: &[&str],
 ) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error + Send + Sync>> {
+    spawn_server_under(&[], data, flags).await
+}
+
+/// [`spawn_server_with`] through a command that execs the server, such as
+/// `["/usr/bin/prlimit", "--nofile=256:256"]`: the child's pid is then the server's.
+pub async fn spawn_server_under(
+    wrapper: &[&str],
+    data: &Path,
+    flags: &[&str],
+) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error + Send + Sync>> {
     use tokio::io::AsyncBufReadExt as _;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spike-server"))
+    let server = env!("CARGO_BIN_EXE_spike-server");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(server);
+            c
+        }
+        None => tokio::process::Command::new(server),
+    };
+    let mut child = command
         .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(flags)
