@@ -3,7 +3,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `PUT /v1/blobs` (body) | `201` `{"hash":"blake3:<64 hex>","size":N}`, `Location: /v1/blobs/<hash>` |
+//! | `PUT /v1/blobs` (body) | `201` `{"hash":"blake3:<64 hex>","size":N,"content_type":…}` (the stored one, or `null`), `Location: /v1/blobs/<hash>` |
 //! | `GET /v1/blobs` | `200` `{"blobs":[{"hash","size","etag","content_type","modified_at_ms"}…]}` in hash order |
 //! | `GET\|HEAD /v1/blobs/<hash>` | the bytes; `Cache-Control: public, max-age=31536000, immutable` |
 //! | `GET\|HEAD /v1/kv/<namespace>/<key…>` | the value; `Cache-Control: no-cache` |
@@ -746,7 +746,13 @@ async fn put_blob(
         .map_err(store_error)?;
     let mut out = meta_headers(&meta, IMMUTABLE);
     set(&mut out, header::LOCATION, &format!("/v1/blobs/{hash}"));
-    let json = serde_json::json!({ "hash": hash.to_string(), "size": meta.size });
+    // The stored content type: a blob written again keeps its first one, and the JSON body's own
+    // Content-Type hides the meta header.
+    let json = serde_json::json!({
+        "hash": hash.to_string(),
+        "size": meta.size,
+        "content_type": meta.content_type,
+    });
     Ok(json_body(StatusCode::CREATED, out, &json))
 }
 

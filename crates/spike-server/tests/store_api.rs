@@ -72,7 +72,11 @@ async fn scenario(base: &str) -> TestResult {
     let json: serde_json::Value = put.json().await?;
     assert_eq!(
         json,
-        serde_json::json!({ "hash": hash.to_string(), "size": body.len() })
+        serde_json::json!({
+            "hash": hash.to_string(),
+            "size": body.len(),
+            "content_type": "text/javascript"
+        })
     );
     let get = http.get(format!("{base}/v1/blobs/{hash}")).send().await?;
     assert_eq!(get.status(), StatusCode::OK);

@@ -610,9 +610,11 @@ impl Tier for RemoteTier {
         if !answer.status.is_success() {
             return Err(self.refusal(&key.to_string(), &answer));
         }
+        let mut content_type = options.content_type;
         if let Key::Blob(expected) = key {
-            let said: Option<BlobHash> = serde_json::from_slice::<serde_json::Value>(&answer.body)
-                .ok()
+            let json = serde_json::from_slice::<serde_json::Value>(&answer.body).ok();
+            let said: Option<BlobHash> = json
+                .as_ref()
                 .and_then(|v| v.get("hash")?.as_str()?.parse().ok());
             if said != Some(*expected) {
                 return Err(StoreError::backend(
@@ -620,9 +622,14 @@ impl Tier for RemoteTier {
                     format!("the server stored the blob as {said:?}, not {expected}"),
                 ));
             }
+            // A blob written again keeps the content type it was first stored with; the server
+            // says which (a server without the field: the caller's).
+            if let Some(stored) = json.as_ref().and_then(|v| v.get("content_type")) {
+                content_type = stored.as_str().map(str::to_owned);
+            }
         }
         let mut meta = meta_of(&answer.headers, Some(body.len() as u64))?;
-        meta.content_type = options.content_type;
+        meta.content_type = content_type;
         Ok(meta)
     }
 
