@@ -15,7 +15,7 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use spike_collab::yrs::sync::{Awareness, Message, SyncMessage};
 use spike_collab::yrs::{Any, Map, Transact};
-use spike_collab::{bounds, protocol, Presence, RoomDoc, TextEdit, User};
+use spike_collab::{bounds, protocol, CollabError, Presence, RoomDoc, TextEdit, User};
 
 /// Writes the seed frames into `dir`.
 fn seeds(dir: &Path) -> Result<usize, Box<dyn std::error::Error>> {
@@ -79,12 +79,15 @@ fuzz_target!(
     },
     |data: &[u8]| {
     if let Ok(messages) = protocol::decode_frame(data) {
-        let doc = RoomDoc::with_client_id(1);
+        let mut doc = RoomDoc::with_client_id(1);
         for message in messages {
             match message {
-                // As a room applies what a peer sends.
+                // As a room applies what a peer sends: after yrs fails part-way through an
+                // update the room never touches that document again, it loads a new one.
                 Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
-                    let _ = doc.apply_update_in_order(&u);
+                    if let Err(CollabError::Apply(_)) = doc.apply_update_in_order(&u) {
+                        doc = RoomDoc::with_client_id(1);
+                    }
                 }
                 Message::Sync(SyncMessage::SyncStep1(sv)) => {
                     let _ = doc.encode_diff(&sv);

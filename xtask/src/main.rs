@@ -609,7 +609,8 @@ const FUZZ_RUSTFLAGS: &str = "-Cpasses=sancov-module \
 
 /// `cargo xtask fuzz-decoder [RUNS] [SEED]`: the coverage-guided fuzz target of the decoding
 /// boundary (`fuzz/fuzz_targets/decode_frame.rs`: frames and updates as a room decodes and
-/// applies them), libFuzzer through libfuzzer-sys on the stable compiler. Builds it in
+/// applies them), libFuzzer through libfuzzer-sys on the stable compiler, from real seed frames
+/// and the inputs of `fuzz/regressions/` (what it found before, each run first). Builds it in
 /// `target/fuzz` for the host triple (so that the coverage flags reach the target's code and
 /// not build scripts), seeds a fresh corpus with real frames, and runs RUNS inputs (default
 /// 1,000,000, about half a minute here; CI runs the default) from SEED (default 1). A crash,
@@ -654,6 +655,7 @@ fn fuzz_decoder(root: &Path, extra: &[String]) -> anyhow::Result<()> {
         ])
         .arg(format!("-artifact_prefix={}/", crashes.display()))
         .arg(&corpus)
+        .arg(root.join("fuzz/regressions"))
         .env("SPIKE_FUZZ_SEEDS", &corpus))
 }
 
