@@ -148,6 +148,8 @@ async fn slow_readers_are_bounded_in_bytes() -> TestResult {
     // applying megabyte replacements on a loaded 2-core box can itself fall behind, which is not
     // what this test is about). It counts the document updates it receives and notes a close.
     let (reader_ws, _) = tokio_tungstenite::connect_async(format!("{url}/big")).await?;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
     let reader = tokio::spawn(async move {
         let (mut sink, mut stream) = futures_util::StreamExt::split(reader_ws);
         let (mut updates, mut closed) = (0u64, None);
@@ -158,7 +160,10 @@ async fn slow_readers_are_bounded_in_bytes() -> TestResult {
                         match m {
                             spike_collab::yrs::sync::Message::Sync(
                                 spike_collab::yrs::sync::SyncMessage::Update(_),
-                            ) => updates += 1,
+                            ) => {
+                                updates += 1;
+                                counter.store(updates, std::sync::atomic::Ordering::Relaxed);
+                            }
                             // Answer the server's sync step 1, as any client does.
                             spike_collab::yrs::sync::Message::Sync(
                                 spike_collab::yrs::sync::SyncMessage::SyncStep1(_),
@@ -227,6 +232,12 @@ async fn slow_readers_are_bounded_in_bytes() -> TestResult {
     // The server closes the reader at the end (stop); until then it must have had every update.
     drop(slow);
     editor.close().await;
+    // Every update the room sent it, read (the last frames may still be on their way).
+    let deadline = Instant::now() + T;
+    while received.load(std::sync::atomic::Ordering::Relaxed) < rounds && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut server = server;
     server.start_kill()?;
     let (updates, closed) = tokio::time::timeout(T, reader).await??;
