@@ -348,7 +348,14 @@ impl RoomDoc {
     /// [`CollabError::Apply`] when yrs rejects or panics on the update. After an `Apply` error
     /// the document may be partially changed: a server should drop and reload the room.
     pub fn apply_update(&self, update: &[u8]) -> Result<Option<Vec<u8>>, CollabError> {
-        let decoded = decode_update(update)?;
+        crate::bounds::check_update_v1(update)?;
+        self.apply_checked(update)
+    }
+
+    /// [`RoomDoc::apply_update`] of an update that [`crate::bounds::check_update_v1`] has
+    /// already accepted (the walk is not repeated).
+    fn apply_checked(&self, update: &[u8]) -> Result<Option<Vec<u8>>, CollabError> {
+        let decoded = decode_checked(update)?;
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.doc.transact_mut_with(REMOTE);
             txn.apply_update(decoded)
@@ -396,7 +403,7 @@ impl RoomDoc {
                 });
             }
         }
-        self.apply_update(update)
+        self.apply_checked(update)
     }
 
     /// The sections of the update waiting for a missing dependency, as
@@ -462,6 +469,11 @@ impl RoomDoc {
 /// [`CollabError::MalformedUpdate`] (yrs refused or panicked).
 pub fn decode_update(update: &[u8]) -> Result<Update, CollabError> {
     crate::bounds::check_update_v1(update)?;
+    decode_checked(update)
+}
+
+/// [`decode_update`] of an update the bounds have already accepted.
+fn decode_checked(update: &[u8]) -> Result<Update, CollabError> {
     match catch_unwind(|| Update::decode_v1(update)) {
         Ok(Ok(u)) => Ok(u),
         Ok(Err(e)) => Err(CollabError::MalformedUpdate(e.to_string())),
